@@ -1,0 +1,295 @@
+"""``streamfn.toml``, decoded into frozen Structs.
+
+The file has three parts, named as AWS names them in snake_case (durations in seconds)::
+
+    [service]               the engine: state_dir, max_concurrency, drain_timeout
+    [functions.NAME]        a function: handler, code, timeout, memory_size, environment, ...
+    [functions.NAME.async]  its "event invoke config": retries, maximum event age, destinations
+    [[event_sources]]       an "event-source mapping": function, type = connector name, and
+                            the connector's own fields (its Struct subclasses SourceConfig)
+
+Decoding happens in two steps so that each error names the file, the field path and what
+is allowed: the engine's own tables first, then each event source with the Struct of the
+connector its ``type`` names. Cross-field checks (a source naming an undefined function, a
+destination naming one) come last. The first error wins and is raised as one ConfigError.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
+from msgspec import Meta
+
+from streamfn.errors import ConfigError, InvalidDestinationError, InvalidPatternError
+
+FunctionName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Handler = Annotated[str, Meta(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")]
+
+
+class _Base(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class ServiceConfig(_Base):
+    state_dir: str = ".streamfn"
+    """SQLite state (queue, idempotency records, checkpoints); relative to the config file."""
+    max_concurrency: Annotated[int, Meta(ge=1, le=10_000)] = 64
+    """Invocations running at once across all functions."""
+    drain_timeout: Annotated[float, Meta(ge=0, le=900)] = 30.0
+    """On SIGINT/SIGTERM: how long in-flight invocations may take to finish."""
+    region: Annotated[str, Meta(pattern=r"^[a-z0-9-]{1,32}$")] = "local"
+    account: Annotated[str, Meta(pattern=r"^\d{12}$")] = "000000000000"
+
+
+class AsyncConfig(_Base):
+    """AWS's event invoke config: how async events (files, schedules) are retried."""
+
+    maximum_retry_attempts: Annotated[int, Meta(ge=0, le=2)] = 2
+    maximum_event_age: Annotated[int, Meta(ge=60, le=21_600)] = 21_600
+    on_success: str | None = None
+    on_failure: str | None = None
+    retry_delay: Annotated[float, Meta(ge=0, le=3_600)] = 60.0
+    """Delay before the second attempt, doubled for the third (AWS: 1 min, then 2 min)."""
+
+
+class FunctionConfig(_Base):
+    handler: Handler
+    code: str | None = None
+    """Directory put on sys.path to import the handler; default: the config file's directory."""
+    runtime: Literal["inline"] = "inline"
+    timeout: Annotated[int, Meta(ge=1, le=900)] = 3
+    memory_size: Annotated[int, Meta(ge=128, le=10_240)] = 128
+    environment: dict[str, str] = {}
+    reserved_concurrency: Annotated[int, Meta(ge=0, le=10_000)] | None = None
+    async_: AsyncConfig = msgspec.field(default_factory=AsyncConfig, name="async")
+
+
+class SourceConfig(_Base, tag_field="type"):
+    """Fields every ``[[event_sources]]`` entry has. A connector's config subclasses this
+    with ``tag="<connector name>"`` and adds its own fields."""
+
+    function: FunctionName
+    enabled: bool = True
+    filters: tuple[str | dict[str, Any], ...] = ()
+    """Up to 5 EventBridge patterns, OR-ed; records matching none are dropped as finished."""
+    idempotency_key: str | None = None
+    """Dotted path into the event whose value is the idempotency key; default: per connector."""
+    idempotency_ttl: Annotated[int, Meta(ge=0, le=30 * 86_400)] = 3_600
+
+
+class Config(_Base):
+    service: ServiceConfig
+    functions: dict[str, FunctionConfig]
+    event_sources: tuple[SourceConfig, ...]
+    path: str
+    """The config file, absolute; relative paths in it are taken from its directory."""
+
+    @property
+    def root(self) -> Path:
+        return Path(self.path).parent
+
+    def resolve(self, path: str) -> Path:
+        """A path from the config, made absolute against the config file's directory."""
+        return (self.root / path).resolve()
+
+    def code_dir(self, function: str) -> Path:
+        code = self.functions[function].code
+        return self.resolve(code) if code is not None else self.root
+
+    @property
+    def state_dir(self) -> Path:
+        return self.resolve(self.service.state_dir)
+
+
+class _RawConfig(_Base):
+    service: ServiceConfig = msgspec.field(default_factory=ServiceConfig)
+    functions: dict[FunctionName, FunctionConfig] = {}
+    event_sources: tuple[dict[str, Any], ...] = ()
+
+
+def load_config(path: str | Path, connectors: Mapping[str, type[SourceConfig]]) -> Config:
+    """Read and validate a config file. ``connectors`` maps each connector name to its
+    config Struct (see :mod:`streamfn.plugins`). Raises ConfigError."""
+    file = Path(path).resolve()
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("no such file", file=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", file=str(path)) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", file=str(path)) from exc
+    return parse_config(raw, connectors, path=file)
+
+
+def parse_config(
+    raw: Mapping[str, Any], connectors: Mapping[str, type[SourceConfig]], *, path: Path
+) -> Config:
+    file = path.name
+    top = _convert(raw, _RawConfig, file=file, prefix="")
+    sources = tuple(
+        _convert_source(item, index, connectors, file=file)
+        for index, item in enumerate(top.event_sources)
+    )
+    config = Config(service=top.service, functions=top.functions, event_sources=sources,
+                    path=str(path))
+    _check_references(config, file=file)
+    return config
+
+
+def _convert_source(
+    item: Mapping[str, Any], index: int, connectors: Mapping[str, type[SourceConfig]], *, file: str
+) -> SourceConfig:
+    prefix = f"event_sources[{index}]"
+    kind = item.get("type")
+    if kind is None:
+        raise ConfigError(f"missing `type`; one of: {_names(connectors)}", file=file, path=prefix)
+    if not isinstance(kind, str) or kind not in connectors:
+        raise ConfigError(
+            f"unknown connector {kind!r}; installed connectors: {_names(connectors)}",
+            file=file, path=f"{prefix}.type",
+        )
+    return _convert(item, connectors[kind], file=file, prefix=prefix)
+
+
+def _names(connectors: Mapping[str, object]) -> str:
+    return ", ".join(sorted(connectors)) or "(none)"
+
+
+_ERROR_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `(?P<field>[^`]+)`$")
+_MISSING_FIELD = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
+
+
+_T = TypeVar("_T")
+
+
+def _convert(raw: Any, kind: type[_T], *, file: str, prefix: str) -> _T:
+    try:
+        return msgspec.convert(raw, kind, strict=True)
+    except msgspec.ValidationError as exc:
+        match = _ERROR_AT.match(str(exc))
+        assert match is not None  # the pattern matches any string
+        message, rel = match["message"], match["path"] or ""
+        parts = _split_path(rel)
+        unknown = _UNKNOWN_FIELD.match(message)
+        if unknown:
+            allowed = _fields_at(kind, parts)
+            message = f"unknown field `{unknown['field']}`"
+            if allowed:
+                message += f"; allowed fields: {', '.join(allowed)}"
+            parts = [*parts, unknown["field"]]
+        elif missing := _MISSING_FIELD.match(message):
+            message = "required field is missing"
+            parts = [*parts, missing["field"]]
+        else:
+            message = message[0].lower() + message[1:]
+            got = _value_at(raw, parts)
+            if got is not _MISSING:
+                message += f" (got {got!r})"
+        dotted = _join_path(prefix, parts)
+        raise ConfigError(message, file=file, path=dotted or None) from None
+
+
+def _split_path(path: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for name, index in re.findall(r"\.([^.\[]+)|\[(\d+)\]", path):
+        parts.append(int(index) if index else name)
+    return parts
+
+
+def _join_path(prefix: str, parts: list[str | int]) -> str:
+    out = prefix
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+_MISSING = object()
+
+
+def _value_at(raw: Any, parts: list[str | int]) -> Any:
+    for part in parts:
+        try:
+            raw = raw[part]
+        except (KeyError, IndexError, TypeError):
+            return _MISSING
+    return raw
+
+
+def _fields_at(kind: Any, parts: list[str | int]) -> list[str]:
+    """Names of the fields allowed in the Struct found at ``parts`` below ``kind``."""
+    for part in parts:
+        if isinstance(kind, type) and issubclass(kind, msgspec.Struct):
+            fields = {f.encode_name: f.type for f in msgspec.structs.fields(kind)}
+            kind = fields.get(str(part))
+        else:
+            args = getattr(kind, "__args__", ())
+            kind = args[-1] if args else None
+        kind = _unwrap(kind)
+    if isinstance(kind, type) and issubclass(kind, msgspec.Struct):
+        info = msgspec.structs.fields(kind)
+        return [f.encode_name for f in info]
+    return []
+
+
+def _unwrap(kind: Any) -> Any:
+    """``X | None`` and ``Annotated[X, ...]`` → ``X``."""
+    while True:
+        origin = getattr(kind, "__origin__", None)
+        if origin is Annotated or getattr(kind, "__metadata__", None) is not None:
+            kind = kind.__origin__
+            continue
+        args = getattr(kind, "__args__", None)
+        if args and type(None) in args and len(args) == 2:
+            kind = next(a for a in args if a is not type(None))
+            continue
+        return kind
+
+
+def _check_references(config: Config, *, file: str) -> None:
+    from streamfn.invoke.destinations import parse_destination
+    from streamfn.mapper.filtering import compile_filters
+
+    for name, function in config.functions.items():
+        for field in ("on_success", "on_failure"):
+            uri = getattr(function.async_, field)
+            if uri is None:
+                continue
+            path = f"functions.{name}.async.{field}"
+            try:
+                destination = parse_destination(uri)
+            except InvalidDestinationError as exc:
+                raise ConfigError(str(exc), file=file, path=path) from None
+            target = getattr(destination, "function", None)
+            if target is not None and target not in config.functions:
+                raise ConfigError(f"function {target!r} is not defined", file=file, path=path)
+            if destination.scheme not in ("dir", "function"):
+                raise ConfigError(
+                    f"{destination.scheme}: destinations are not available for async "
+                    "invocations; use dir:PATH or function:NAME",
+                    file=file, path=path,
+                )
+    for index, source in enumerate(config.event_sources):
+        path = f"event_sources[{index}]"
+        if source.function not in config.functions:
+            defined = ", ".join(sorted(config.functions)) or "(none)"
+            raise ConfigError(
+                f"function {source.function!r} is not defined; defined functions: {defined}",
+                file=file, path=f"{path}.function",
+            )
+        if len(source.filters) > 5:
+            raise ConfigError(
+                f"at most 5 filters are allowed (got {len(source.filters)})",
+                file=file, path=f"{path}.filters",
+            )
+        for position, pattern in enumerate(source.filters):
+            try:
+                compile_filters([pattern])
+            except InvalidPatternError as exc:
+                raise ConfigError(str(exc), file=file, path=f"{path}.filters[{position}]") from None
