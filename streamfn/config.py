@@ -74,12 +74,20 @@ class SourceConfig(_Base, tag_field="type"):
     with ``tag="<connector name>"`` and adds its own fields."""
 
     function: FunctionName
+    name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{1,128}$")] | None = None
+    """Stable id of this mapping, under which its checkpoints are kept; default
+    ``<function>-<type>`` (numbered when several would share it)."""
     enabled: bool = True
     filters: tuple[str | dict[str, Any], ...] = ()
     """Up to 5 EventBridge patterns, OR-ed; records matching none are dropped as finished."""
     idempotency_key: str | None = None
     """Dotted path into the event whose value is the idempotency key; default: per connector."""
     idempotency_ttl: Annotated[int, Meta(ge=0, le=30 * 86_400)] = 3_600
+
+    @classmethod
+    def type_name(cls) -> str:
+        """The connector name this config is tagged with."""
+        return str(cls.__struct_config__.tag)
 
 
 class Config(_Base):

@@ -1,0 +1,7 @@
+"""``python -m streamfn``: the same CLI as ``streamfn``."""
+
+import sys
+
+from streamfn.cli import main
+
+sys.exit(main())

@@ -1,0 +1,175 @@
+"""``streamfn`` (and ``python -m streamfn``): the command line.
+
+    streamfn run [CONFIG]                    the long-running service
+    streamfn validate [CONFIG]               check a config file; exit 2 on an error
+    streamfn invoke FUNCTION [--payload JSON | --payload @FILE] [--config CONFIG]
+    streamfn test-pattern PATTERN EVENT      EventBridge TestEventPattern: prints true/false
+
+Exit codes: 0 success; 1 a function error (invoke), no match (test-pattern) or a startup
+failure; 2 invalid config, pattern or arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import uuid
+from pathlib import Path
+
+import anyio
+import msgspec
+
+from streamfn.config import Config, load_config
+from streamfn.errors import ConfigError, InvalidPatternError, StreamfnError
+from streamfn.plugins import Registry
+from streamfn.runtime.base import FUNCTION_LOGGER
+
+DEFAULT_CONFIG = "streamfn.toml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose if hasattr(args, "verbose") else False)
+    try:
+        code: int = args.command(args)
+    except ConfigError as exc:
+        print(f"streamfn: config error: {exc}", file=sys.stderr)
+        return 2
+    except StreamfnError as exc:
+        print(f"streamfn: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamfn", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the pipeline service")
+    run.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
+    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    run.set_defaults(command=_run)
+
+    validate = commands.add_parser("validate", help="check a config file")
+    validate.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
+    validate.set_defaults(command=_validate)
+
+    invoke = commands.add_parser("invoke", help="run one invocation and print its result")
+    invoke.add_argument("function")
+    invoke.add_argument("--payload", default="{}", help="JSON, or @FILE to read it from a file")
+    invoke.add_argument("--config", default=DEFAULT_CONFIG)
+    invoke.set_defaults(command=_invoke)
+
+    pattern = commands.add_parser("test-pattern", help="does EVENT match the filter PATTERN?")
+    pattern.add_argument("pattern", help="pattern JSON")
+    pattern.add_argument("event", help="event JSON")
+    pattern.set_defaults(command=_test_pattern)
+    return parser
+
+
+def _configure_logging(verbose: bool) -> None:
+    engine = logging.StreamHandler(sys.stderr)
+    engine.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [engine]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    functions = logging.getLogger(FUNCTION_LOGGER)
+    lines = logging.StreamHandler(sys.stdout)
+    lines.setFormatter(logging.Formatter("%(message)s"))
+    functions.handlers[:] = [lines]
+    functions.propagate = False
+    functions.setLevel(logging.INFO)
+
+
+def _load(path: str) -> tuple[Config, Registry]:
+    registry = Registry.discover()
+    return load_config(path, registry), registry
+
+
+def _run(args: argparse.Namespace) -> int:
+    from streamfn.engine import Engine
+
+    config, registry = _load(args.config)
+    engine = Engine(config, registry)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            async def on_signal() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        logging.getLogger("streamfn").info(
+                            "received %s", signal.Signals(signum).name)
+                        engine.stop()
+                        break
+
+            tg.start_soon(on_signal)
+            await engine.run()
+            tg.cancel_scope.cancel()
+
+    anyio.run(main, backend_options={"use_uvloop": True})
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    try:
+        config, _ = _load(args.config)
+    except ConfigError as exc:
+        print(f"{exc}", file=sys.stderr)
+        return 2
+    print(f"{args.config}: ok ({len(config.functions)} function(s), "
+          f"{len(config.event_sources)} event source(s))")
+    return 0
+
+
+def _invoke(args: argparse.Namespace) -> int:
+    from streamfn.runtime.inline import open_inline_runtime
+    from streamfn.types import InvocationRequest
+
+    config, _ = _load(args.config)
+    if args.function not in config.functions:
+        defined = ", ".join(sorted(config.functions)) or "(none)"
+        print(f"streamfn: no function {args.function!r}; defined: {defined}", file=sys.stderr)
+        return 2
+    payload: bytes = (Path(args.payload[1:]).read_bytes() if args.payload.startswith("@")
+                      else args.payload.encode())
+    try:
+        msgspec.json.decode(payload)
+    except msgspec.DecodeError as exc:
+        print(f"streamfn: --payload is not valid JSON: {exc}", file=sys.stderr)
+        return 2
+
+    async def main() -> bool:
+        from streamfn.clock import SystemClock
+
+        async with open_inline_runtime(config, clock=SystemClock()) as runtime:
+            result = await runtime.invoke(InvocationRequest(
+                function=args.function, payload=payload, request_id=str(uuid.uuid4())))
+        sys.stdout.write(result.payload.decode("utf-8", errors="replace") + "\n")
+        return result.ok
+
+    ok = anyio.run(main, backend_options={"use_uvloop": True})
+    return 0 if ok else 1
+
+
+def _test_pattern(args: argparse.Namespace) -> int:
+    from streamfn.mapper.filtering import EventPattern
+
+    try:
+        pattern = EventPattern.parse(args.pattern)
+    except InvalidPatternError as exc:
+        print(f"invalid pattern: {exc}", file=sys.stderr)
+        return 2
+    try:
+        event = msgspec.json.decode(args.event)
+    except msgspec.DecodeError as exc:
+        print(f"invalid event: {exc}", file=sys.stderr)
+        return 2
+    matched = pattern.matches(event)
+    print("true" if matched else "false")
+    return 0 if matched else 1

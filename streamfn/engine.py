@@ -1,0 +1,151 @@
+"""The engine: wiring only.
+
+``Engine.run()`` opens the state store and the runtime, then runs one task group holding
+the async dispatcher and every event source. ``stop()`` (SIGINT / SIGTERM in the CLI)
+stops intake first (sources are cancelled, the dispatcher leases nothing more), lets
+in-flight invocations finish for up to ``drain_timeout`` seconds, then cancels the rest:
+anything unfinished is still in the durable queue and runs after the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import anyio
+import msgspec
+
+from streamfn.clock import Clock, SystemClock
+from streamfn.config import Config, SourceConfig
+from streamfn.invoke.async_queue import AsyncQueue
+from streamfn.invoke.invoker import Invoker
+from streamfn.mapper.filtering import compile_filters
+from streamfn.mapper.idempotency import key_from_path
+from streamfn.plugins import Registry
+from streamfn.runtime.base import Runtime
+from streamfn.runtime.inline import open_inline_runtime
+from streamfn.sources import SourceContext
+from streamfn.state.base import StateStore
+from streamfn.state.sqlite import open_sqlite_store
+
+log = logging.getLogger("streamfn.engine")
+
+
+@dataclass
+class SourceStatistics:
+    emitted: int = 0
+    filtered: int = 0
+    duplicates: int = 0
+
+
+@dataclass
+class Engine:
+    config: Config
+    registry: Registry
+    clock: Clock = field(default_factory=SystemClock)
+    sources: dict[str, SourceStatistics] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._stop = anyio.Event()
+        self.queue: AsyncQueue | None = None
+        self.started = anyio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        async with self.open() as queue:
+            async with anyio.create_task_group() as tg:
+                await tg.start(queue.run)
+                with anyio.CancelScope() as intake:
+                    async with anyio.create_task_group() as sources:
+                        for name, source in self._source_names().items():
+                            sources.start_soon(self._run_source, name, source, queue)
+                        self.started.set()
+                        log.info("streamfn is running: %d function(s), %d event source(s)",
+                                 len(self.config.functions), len(self.config.event_sources))
+                        await self._stop.wait()
+                        intake.cancel()
+                log.info("stopping: no new events taken; waiting up to %.0fs for %d in-flight "
+                         "invocation(s)", self.config.service.drain_timeout, queue.in_flight())
+                queue.stop()
+                with anyio.move_on_after(self.config.service.drain_timeout) as drain:
+                    await queue.drained()
+                if drain.cancelled_caught:
+                    log.warning("drain timeout passed; unfinished events stay queued for the "
+                                "next start")
+                tg.cancel_scope.cancel()
+        log.info("stopped")
+
+    @asynccontextmanager
+    async def open(self) -> AsyncIterator[AsyncQueue]:
+        """The state store, runtime, invoker and async queue, opened and wired."""
+        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        async with (
+            open_sqlite_store(self.config.state_dir / "state.db") as store,
+            open_inline_runtime(self.config, clock=self.clock) as runtime,
+        ):
+            self.queue = self._wire(store, runtime)
+            yield self.queue
+
+    def _wire(self, store: StateStore, runtime: Runtime) -> AsyncQueue:
+        invoker = Invoker(self.config, runtime)
+        self.invoker = invoker
+        return AsyncQueue(self.config, store, invoker, self.clock)
+
+    def _source_names(self) -> Mapping[str, SourceConfig]:
+        names: dict[str, SourceConfig] = {}
+        for source in self.config.event_sources:
+            if not source.enabled:
+                continue
+            base = source.name or f"{source.function}-{source.type_name()}"
+            name, n = base, 1
+            while name in names:
+                n += 1
+                name = f"{base}-{n}"
+            names[name] = source
+        return names
+
+    async def _run_source(self, name: str, config: SourceConfig, queue: AsyncQueue) -> None:
+        connector = self.registry.connector(config.type_name())
+        source = connector.create(config)
+        stats = self.sources.setdefault(name, SourceStatistics())
+        matches = compile_filters(config.filters)
+        store = queue.store
+        emit = _emitter(queue, config, stats, matches)
+        context = SourceContext(
+            name=name, function=config.function, root=self.config.root, region=self.config.service.region,
+            account=self.config.service.account, clock=self.clock,
+            log=logging.getLogger(f"streamfn.source.{name}"), emit=emit,
+            get_checkpoints=lambda: store.get_checkpoints(name),
+            put_checkpoint=lambda key, value: store.put_checkpoint(name, key, value),
+            delete_checkpoint=lambda key: store.delete_checkpoint(name, key),
+        )
+        await source.run(context)
+
+
+def _emitter(queue: AsyncQueue, config: SourceConfig, stats: SourceStatistics,
+             matches: Callable[[object], bool] | None) -> Callable[[object, str], Awaitable[bool]]:
+    async def emit(event: object, default_key: str) -> bool:
+        if matches is not None and not matches(event):
+            stats.filtered += 1
+            return False
+        key = default_key
+        if config.idempotency_key:
+            derived = key_from_path(event, config.idempotency_key)
+            if derived is None:
+                log.warning("%s: idempotency_key path %r is missing in the event; using %r",
+                            config.function, config.idempotency_key, default_key)
+            else:
+                key = derived
+        queued = await queue.enqueue(config.function, msgspec.json.encode(event), key,
+                                     ttl=config.idempotency_ttl)
+        if queued:
+            stats.emitted += 1
+        else:
+            stats.duplicates += 1
+        return queued
+
+    return emit

@@ -1,0 +1,1 @@
+"""Invoking functions: the invoker (limits), the async queue (durable path), destinations."""
