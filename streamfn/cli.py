@@ -79,6 +79,7 @@ def _configure_logging(verbose: bool) -> None:
     root.handlers[:] = [engine]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
     functions = logging.getLogger(FUNCTION_LOGGER)
     lines = logging.StreamHandler(sys.stdout)
     lines.setFormatter(logging.Formatter("%(message)s"))
@@ -100,11 +101,13 @@ def _run(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
+
             async def on_signal() -> None:
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                     async for signum in signals:
                         logging.getLogger("streamfn").info(
-                            "received %s", signal.Signals(signum).name)
+                            "received %s", signal.Signals(signum).name
+                        )
                         engine.stop()
                         break
 
@@ -122,8 +125,10 @@ def _validate(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"{exc}", file=sys.stderr)
         return 2
-    print(f"{args.config}: ok ({len(config.functions)} function(s), "
-          f"{len(config.event_sources)} event source(s))")
+    print(
+        f"{args.config}: ok ({len(config.functions)} function(s), "
+        f"{len(config.event_sources)} event source(s))"
+    )
     return 0
 
 
@@ -136,8 +141,11 @@ def _invoke(args: argparse.Namespace) -> int:
         defined = ", ".join(sorted(config.functions)) or "(none)"
         print(f"streamfn: no function {args.function!r}; defined: {defined}", file=sys.stderr)
         return 2
-    payload: bytes = (Path(args.payload[1:]).read_bytes() if args.payload.startswith("@")
-                      else args.payload.encode())
+    payload: bytes = (
+        Path(args.payload[1:]).read_bytes()
+        if args.payload.startswith("@")
+        else args.payload.encode()
+    )
     try:
         msgspec.json.decode(payload)
     except msgspec.DecodeError as exc:
@@ -148,8 +156,11 @@ def _invoke(args: argparse.Namespace) -> int:
         from streamfn.clock import SystemClock
 
         async with open_inline_runtime(config, clock=SystemClock()) as runtime:
-            result = await runtime.invoke(InvocationRequest(
-                function=args.function, payload=payload, request_id=str(uuid.uuid4())))
+            result = await runtime.invoke(
+                InvocationRequest(
+                    function=args.function, payload=payload, request_id=str(uuid.uuid4())
+                )
+            )
         sys.stdout.write(result.payload.decode("utf-8", errors="replace") + "\n")
         return result.ok
 

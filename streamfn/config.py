@@ -35,7 +35,7 @@ class _Base(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     pass
 
 
-class ServiceConfig(_Base):
+class ServiceConfig(_Base, frozen=True):
     state_dir: str = ".streamfn"
     """SQLite state (queue, idempotency records, checkpoints); relative to the config file."""
     max_concurrency: Annotated[int, Meta(ge=1, le=10_000)] = 64
@@ -46,7 +46,7 @@ class ServiceConfig(_Base):
     account: Annotated[str, Meta(pattern=r"^\d{12}$")] = "000000000000"
 
 
-class AsyncConfig(_Base):
+class AsyncConfig(_Base, frozen=True):
     """AWS's event invoke config: how async events (files, schedules) are retried."""
 
     maximum_retry_attempts: Annotated[int, Meta(ge=0, le=2)] = 2
@@ -57,7 +57,7 @@ class AsyncConfig(_Base):
     """Delay before the second attempt, doubled for the third (AWS: 1 min, then 2 min)."""
 
 
-class FunctionConfig(_Base):
+class FunctionConfig(_Base, frozen=True):
     handler: Handler
     code: str | None = None
     """Directory put on sys.path to import the handler; default: the config file's directory."""
@@ -69,9 +69,11 @@ class FunctionConfig(_Base):
     async_: AsyncConfig = msgspec.field(default_factory=AsyncConfig, name="async")
 
 
-class SourceConfig(_Base, tag_field="type"):
+class SourceConfig(_Base, frozen=True, tag_field="type"):
     """Fields every ``[[event_sources]]`` entry has. A connector's config subclasses this
-    with ``tag="<connector name>"`` and adds its own fields."""
+    with ``tag="<connector name>"`` and adds its own fields. Cross-field checks go in
+    ``__post_init__``: raise ``ValueError("`field`: what is wrong")`` and the error names
+    the field's path."""
 
     function: FunctionName
     name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{1,128}$")] | None = None
@@ -90,7 +92,7 @@ class SourceConfig(_Base, tag_field="type"):
         return str(cls.__struct_config__.tag)
 
 
-class Config(_Base):
+class Config(_Base, frozen=True):
     service: ServiceConfig
     functions: dict[str, FunctionConfig]
     event_sources: tuple[SourceConfig, ...]
@@ -114,16 +116,19 @@ class Config(_Base):
         return self.resolve(self.service.state_dir)
 
 
-class _RawConfig(_Base):
+class _RawConfig(_Base, frozen=True):
     service: ServiceConfig = msgspec.field(default_factory=ServiceConfig)
-    functions: dict[FunctionName, FunctionConfig] = {}
+    functions: dict[str, dict[str, Any]] = {}
     event_sources: tuple[dict[str, Any], ...] = ()
+
+
+_FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def load_config(path: str | Path, connectors: Mapping[str, type[SourceConfig]]) -> Config:
     """Read and validate a config file. ``connectors`` maps each connector name to its
     config Struct (see :mod:`streamfn.plugins`). Raises ConfigError."""
-    file = Path(path).resolve()
+    file = Path(path)
     try:
         raw = tomllib.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -138,14 +143,24 @@ def load_config(path: str | Path, connectors: Mapping[str, type[SourceConfig]]) 
 def parse_config(
     raw: Mapping[str, Any], connectors: Mapping[str, type[SourceConfig]], *, path: Path
 ) -> Config:
-    file = path.name
+    file = str(path)
     top = _convert(raw, _RawConfig, file=file, prefix="")
+    functions: dict[str, FunctionConfig] = {}
+    for name, table in top.functions.items():
+        if not _FUNCTION_NAME.match(name):
+            raise ConfigError(
+                "a function name is 1-64 letters, digits, '-' or '_'",
+                file=file,
+                path=f"functions.{name}",
+            )
+        functions[name] = _convert(table, FunctionConfig, file=file, prefix=f"functions.{name}")
     sources = tuple(
         _convert_source(item, index, connectors, file=file)
         for index, item in enumerate(top.event_sources)
     )
-    config = Config(service=top.service, functions=top.functions, event_sources=sources,
-                    path=str(path))
+    config = Config(
+        service=top.service, functions=functions, event_sources=sources, path=str(path.resolve())
+    )
     _check_references(config, file=file)
     return config
 
@@ -160,7 +175,8 @@ def _convert_source(
     if not isinstance(kind, str) or kind not in connectors:
         raise ConfigError(
             f"unknown connector {kind!r}; installed connectors: {_names(connectors)}",
-            file=file, path=f"{prefix}.type",
+            file=file,
+            path=f"{prefix}.type",
         )
     return _convert(item, connectors[kind], file=file, prefix=prefix)
 
@@ -172,6 +188,7 @@ def _names(connectors: Mapping[str, object]) -> str:
 _ERROR_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 _UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `(?P<field>[^`]+)`$")
 _MISSING_FIELD = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
+_FIELD_CHECK = re.compile(r"^`(?P<field>\w+)`: (?P<message>.*)$", re.DOTALL)
 
 
 _T = TypeVar("_T")
@@ -188,13 +205,16 @@ def _convert(raw: Any, kind: type[_T], *, file: str, prefix: str) -> _T:
         unknown = _UNKNOWN_FIELD.match(message)
         if unknown:
             allowed = _fields_at(kind, parts)
-            message = f"unknown field `{unknown['field']}`"
+            message = "unknown field"
             if allowed:
                 message += f"; allowed fields: {', '.join(allowed)}"
             parts = [*parts, unknown["field"]]
         elif missing := _MISSING_FIELD.match(message):
             message = "required field is missing"
             parts = [*parts, missing["field"]]
+        elif named := _FIELD_CHECK.match(message):
+            message = named["message"]
+            parts = [*parts, named["field"]]
         else:
             message = message[0].lower() + message[1:]
             got = _value_at(raw, parts)
@@ -281,7 +301,8 @@ def _check_references(config: Config, *, file: str) -> None:
                 raise ConfigError(
                     f"{destination.scheme}: destinations are not available for async "
                     "invocations; use dir:PATH or function:NAME",
-                    file=file, path=path,
+                    file=file,
+                    path=path,
                 )
     for index, source in enumerate(config.event_sources):
         path = f"event_sources[{index}]"
@@ -289,12 +310,14 @@ def _check_references(config: Config, *, file: str) -> None:
             defined = ", ".join(sorted(config.functions)) or "(none)"
             raise ConfigError(
                 f"function {source.function!r} is not defined; defined functions: {defined}",
-                file=file, path=f"{path}.function",
+                file=file,
+                path=f"{path}.function",
             )
         if len(source.filters) > 5:
             raise ConfigError(
                 f"at most 5 filters are allowed (got {len(source.filters)})",
-                file=file, path=f"{path}.filters",
+                file=file,
+                path=f"{path}.filters",
             )
         for position, pattern in enumerate(source.filters):
             try:

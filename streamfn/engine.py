@@ -56,27 +56,34 @@ class Engine:
         self._stop.set()
 
     async def run(self) -> None:
-        async with self.open() as queue:
-            async with anyio.create_task_group() as tg:
-                await tg.start(queue.run)
-                with anyio.CancelScope() as intake:
-                    async with anyio.create_task_group() as sources:
-                        for name, source in self._source_names().items():
-                            sources.start_soon(self._run_source, name, source, queue)
-                        self.started.set()
-                        log.info("streamfn is running: %d function(s), %d event source(s)",
-                                 len(self.config.functions), len(self.config.event_sources))
-                        await self._stop.wait()
-                        intake.cancel()
-                log.info("stopping: no new events taken; waiting up to %.0fs for %d in-flight "
-                         "invocation(s)", self.config.service.drain_timeout, queue.in_flight())
-                queue.stop()
-                with anyio.move_on_after(self.config.service.drain_timeout) as drain:
-                    await queue.drained()
-                if drain.cancelled_caught:
-                    log.warning("drain timeout passed; unfinished events stay queued for the "
-                                "next start")
-                tg.cancel_scope.cancel()
+        async with self.open() as queue, anyio.create_task_group() as tg:
+            await tg.start(queue.run)
+            with anyio.CancelScope() as intake:
+                async with anyio.create_task_group() as sources:
+                    for name, source in self._source_names().items():
+                        sources.start_soon(self._run_source, name, source, queue)
+                    self.started.set()
+                    log.info(
+                        "streamfn is running: %d function(s), %d event source(s)",
+                        len(self.config.functions),
+                        len(self.config.event_sources),
+                    )
+                    await self._stop.wait()
+                    intake.cancel()
+            log.info(
+                "stopping: no new events taken; waiting up to %.0fs for %d in-flight "
+                "invocation(s)",
+                self.config.service.drain_timeout,
+                queue.in_flight(),
+            )
+            queue.stop()
+            with anyio.move_on_after(self.config.service.drain_timeout) as drain:
+                await queue.drained()
+            if drain.cancelled_caught:
+                log.warning(
+                    "drain timeout passed; unfinished events stay queued for the next start"
+                )
+            tg.cancel_scope.cancel()
         log.info("stopped")
 
     @asynccontextmanager
@@ -116,9 +123,14 @@ class Engine:
         store = queue.store
         emit = _emitter(queue, config, stats, matches)
         context = SourceContext(
-            name=name, function=config.function, root=self.config.root, region=self.config.service.region,
-            account=self.config.service.account, clock=self.clock,
-            log=logging.getLogger(f"streamfn.source.{name}"), emit=emit,
+            name=name,
+            function=config.function,
+            root=self.config.root,
+            region=self.config.service.region,
+            account=self.config.service.account,
+            clock=self.clock,
+            log=logging.getLogger(f"streamfn.source.{name}"),
+            emit=emit,
             get_checkpoints=lambda: store.get_checkpoints(name),
             put_checkpoint=lambda key, value: store.put_checkpoint(name, key, value),
             delete_checkpoint=lambda key: store.delete_checkpoint(name, key),
@@ -126,8 +138,12 @@ class Engine:
         await source.run(context)
 
 
-def _emitter(queue: AsyncQueue, config: SourceConfig, stats: SourceStatistics,
-             matches: Callable[[object], bool] | None) -> Callable[[object, str], Awaitable[bool]]:
+def _emitter(
+    queue: AsyncQueue,
+    config: SourceConfig,
+    stats: SourceStatistics,
+    matches: Callable[[object], bool] | None,
+) -> Callable[[object, str], Awaitable[bool]]:
     async def emit(event: object, default_key: str) -> bool:
         if matches is not None and not matches(event):
             stats.filtered += 1
@@ -136,12 +152,17 @@ def _emitter(queue: AsyncQueue, config: SourceConfig, stats: SourceStatistics,
         if config.idempotency_key:
             derived = key_from_path(event, config.idempotency_key)
             if derived is None:
-                log.warning("%s: idempotency_key path %r is missing in the event; using %r",
-                            config.function, config.idempotency_key, default_key)
+                log.warning(
+                    "%s: idempotency_key path %r is missing in the event; using %r",
+                    config.function,
+                    config.idempotency_key,
+                    default_key,
+                )
             else:
                 key = derived
-        queued = await queue.enqueue(config.function, msgspec.json.encode(event), key,
-                                     ttl=config.idempotency_ttl)
+        queued = await queue.enqueue(
+            config.function, msgspec.json.encode(event), key, ttl=config.idempotency_ttl
+        )
         if queued:
             stats.emitted += 1
         else:

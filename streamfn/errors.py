@@ -2,16 +2,17 @@
 
 ::
 
-    StreamfnError                  base; ``retriable`` says whether trying again may help
-    ├── ConfigError                streamfn.toml is wrong: names the file, the field path, what is allowed
-    ├── PluginError                a connector plugin cannot be found, loaded, or is registered twice
-    ├── HandlerImportError         a handler string cannot be imported (reported at startup)
-    ├── InvalidPatternError        an event filter pattern is malformed (also a ValueError)
+    StreamfnError                  base; ``retriable``: may trying again help?
+    ├── ConfigError                streamfn.toml is wrong (names file, field path, allowed)
+    ├── PluginError                a connector plugin is missing, broken or registered twice
+    ├── HandlerImportError         a handler string cannot be imported (at startup)
+    ├── InvalidPatternError        a filter pattern is malformed (also a ValueError)
     ├── InvalidDestinationError    a destination URI cannot be parsed (also a ValueError)
-    ├── InvalidScheduleError       a schedule expression (rate/cron/at) is malformed (also a ValueError)
-    ├── StateError                 the state store failed; retriable when the store is busy or unreachable
-    ├── SourceError                a connector's I/O failed; retriable by default
-    └── DestinationError           a destination record could not be delivered; retriable
+    ├── InvalidScheduleError       a schedule expression is malformed (also a ValueError)
+    ├── StateError                 the state store failed
+    │   └── RetriableStateError    ... because it is busy or briefly unreachable (retriable)
+    ├── SourceError                a connector's I/O failed (retriable)
+    └── DestinationError           a destination record could not be delivered (retriable)
 
 A *function* error (the handler raised, timed out, crashed) is never an exception inside the
 engine: it is an :class:`~streamfn.types.InvocationResult` whose outcome says so, because

@@ -9,7 +9,7 @@ from msgspec import Meta
 from streamfn.config import SourceConfig
 
 
-class FiledropConfig(SourceConfig, tag="filedrop"):
+class FiledropConfig(SourceConfig, tag="filedrop", frozen=True, kw_only=True):
     path: Annotated[str, Meta(min_length=1)]
     """The watched directory (recursive); relative to the config file."""
     bucket: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")] | None = None

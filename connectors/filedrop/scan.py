@@ -16,10 +16,21 @@ size or mtime) is a new object and a new event.
 from __future__ import annotations
 
 import fnmatch
+
 import msgspec
 
-IGNORED_NAMES = ("*.tmp", "*.temp", "*.part", "*.partial", "*.crdownload", "*.swp", "*~",
-                 "#*#", "*.filepart", "*.download")
+IGNORED_NAMES = (
+    "*.tmp",
+    "*.temp",
+    "*.part",
+    "*.partial",
+    "*.crdownload",
+    "*.swp",
+    "*~",
+    "#*#",
+    "*.filepart",
+    "*.download",
+)
 
 
 def is_candidate(relative: str, *, prefix: str = "", suffix: str = "") -> bool:
@@ -70,8 +81,9 @@ class StabilityTracker:
         self.stable_for = stable_for
         self._pending: dict[str, _Pending] = {}
 
-    def observe(self, relative: str, size: int, mtime_ns: int, now: float, *,
-                renamed: bool = False) -> bool:
+    def observe(
+        self, relative: str, size: int, mtime_ns: int, now: float, *, renamed: bool = False
+    ) -> bool:
         """Record a sighting; True when the file is complete (it is then forgotten)."""
         written_ago = now - mtime_ns / 1e9
         if (renamed and size > 0 and written_ago >= 0) or written_ago >= self.stable_for:

@@ -52,12 +52,23 @@ class FiledropSource:
         self._bucket = config.bucket or _bucket_name(root.name)
         self._seen = {k: _decode_seen(v) for k, v in (await context.get_checkpoints()).items()}
         self._tracker = StabilityTracker(config.stable_for)
-        context.log.info("drop files into %s to invoke %s (bucket %r, %d file(s) already "
-                         "processed)", root, context.function, self._bucket, len(self._seen))
+        context.log.info(
+            "drop files into %s to invoke %s (bucket %r, %d file(s) already processed)",
+            root,
+            context.function,
+            self._bucket,
+            len(self._seen),
+        )
         last_walk: float | None = None
         async for changes in watchfiles.awatch(
-            root, recursive=True, yield_on_timeout=True, rust_timeout=TICK_MS, step=50,
-            debounce=1_000, watch_filter=None, ignore_permission_denied=True,
+            root,
+            recursive=True,
+            yield_on_timeout=True,
+            rust_timeout=TICK_MS,
+            step=50,
+            debounce=1_000,
+            watch_filter=None,
+            ignore_permission_denied=True,
         ):
             now = context.clock.time()
             if last_walk is None or now - last_walk >= config.rescan_interval:
@@ -67,9 +78,10 @@ class FiledropSource:
             added: set[str] = set()
             modified: set[str] = set()
             for change, path in changes:
-                relative = self._relative(path)
-                if relative is None:
+                changed = self._relative(path)
+                if changed is None:
                     continue
+                relative = changed
                 if change == watchfiles.Change.deleted:
                     self._tracker.forget(relative)
                 elif change == watchfiles.Change.added:
@@ -127,7 +139,8 @@ class FiledropSource:
                     if relative not in self._warned:
                         self._warned.add(relative)
                         self._context.log.warning(
-                            "skipping %s: symlink pointing outside %s", relative, self._root)
+                            "skipping %s: symlink pointing outside %s", relative, self._root
+                        )
                     return None
             stat = path.stat()
         except FileNotFoundError:
@@ -142,17 +155,23 @@ class FiledropSource:
         try:
             size, mtime_ns, etag = await anyio.to_thread.run_sync(_hash, path)
         except _Gone:
-            context.log.warning("skipping %s: deleted or rewritten before it was processed",
-                                relative)
+            context.log.warning(
+                "skipping %s: deleted or rewritten before it was processed", relative
+            )
             return
         previous = self._seen.get(relative)
         if not is_new(previous, size, mtime_ns):
             return
         sequence = next_sequence(previous, time.time_ns())
         event = object_created_event(
-            bucket=self._bucket, key=relative, size=size, etag=etag,
-            sequencer=format_sequencer(sequence), event_time=context.clock.time(),
-            region=context.region, configuration_id=context.name,
+            bucket=self._bucket,
+            key=relative,
+            size=size,
+            etag=etag,
+            sequencer=format_sequencer(sequence),
+            event_time=context.clock.time(),
+            region=context.region,
+            configuration_id=context.name,
         )
         await context.emit(event, f"{self._bucket}/{relative}/{etag}")
         seen = Seen(size, mtime_ns, etag, sequence)

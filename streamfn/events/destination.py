@@ -5,7 +5,8 @@
     {"version": "1.0", "timestamp": "2019-11-14T18:16:05.568Z",
      "requestContext": {"requestId", "functionArn", "condition", "approximateInvokeCount"},
      "requestPayload": <the event>,
-     "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+     "responseContext": {"statusCode": 200, "executedVersion": "$LATEST",
+                         "functionError": "Unhandled"},
      "responsePayload": <the function's result or error object>}
 
 ``condition`` is ``Success`` for on-success records and ``RetriesExhausted``,

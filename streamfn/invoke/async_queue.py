@@ -7,11 +7,12 @@ zero-capacity stream: the fetcher only leases more when a worker is free, so a f
 events waits on disk, never in memory. A worker runs one event to a decision:
 
     age check ─► idempotency claim ─► invoke ─► AsyncRetryPolicy decision
-      │              │ completed: ack, skip      │ Deliver: on_success record, finish (complete key + ack)
-      │              │ in progress: retry later  │ Retry:   release key, back to the queue at `at`
-      ▼              ▼                           │ Discard: on_failure record, release key, ack
+      │              │ completed: ack, skip      │ Deliver: on_success record, finish
+      │              │ in progress: retry later  │ Retry:   release key, requeue at `at`
+      ▼              ▼                           │ Discard: on_failure record, release, ack
     EventAgeExceeded: on_failure record, ack
 
+``finish`` completes the idempotency key and acks the event in one transaction.
 Every state change is one store transaction made after the work it records: a crash
 anywhere leaves the event in the queue (its lease is reset when the store reopens), so it
 is delivered again, and a key completed before the crash is not invoked again.
@@ -70,7 +71,9 @@ class AsyncQueue:
         }
         self._writer = DestinationWriter(config.root, self._enqueue_destination)
         self._wake = anyio.Event()
-        self._lease_for = max((f.timeout for f in config.functions.values()), default=3) + LEASE_MARGIN
+        self._lease_for = (
+            max((f.timeout for f in config.functions.values()), default=3) + LEASE_MARGIN
+        )
         self.statistics = AsyncStatistics()
         self._fetching = anyio.CancelScope()
         self._drained = anyio.Event()
@@ -88,12 +91,23 @@ class AsyncQueue:
         """Wait until :meth:`run` has returned after :meth:`stop`."""
         await self._drained.wait()
 
-    async def enqueue(self, function: str, payload: bytes, idempotency_key: str, *,
-                      ttl: float = 3600.0, request_id: str | None = None) -> bool:
+    async def enqueue(
+        self,
+        function: str,
+        payload: bytes,
+        idempotency_key: str,
+        *,
+        ttl: float = 3600.0,
+        request_id: str | None = None,
+    ) -> bool:
         """Queue one event durably; returns False when its key is already queued."""
         queued = await self._store.enqueue(
-            function=function, payload=payload, request_id=request_id or str(uuid.uuid4()),
-            idempotency_key=idempotency_key, idempotency_ttl=ttl, now=self._clock.time(),
+            function=function,
+            payload=payload,
+            request_id=request_id or str(uuid.uuid4()),
+            idempotency_key=idempotency_key,
+            idempotency_ttl=ttl,
+            now=self._clock.time(),
         )
         if queued:
             self.statistics.received += 1
@@ -125,8 +139,9 @@ class AsyncQueue:
     async def _fetch(self, send: MemoryObjectSendStream[QueuedEvent], *, batch: int) -> None:
         while True:
             self._wake = anyio.Event()
-            events = await self._store.lease(now=self._clock.time(), limit=batch,
-                                             lease_for=self._lease_for)
+            events = await self._store.lease(
+                now=self._clock.time(), limit=batch, lease_for=self._lease_for
+            )
             for event in events:
                 await send.send(event)
             if len(events) == batch:
@@ -157,8 +172,11 @@ class AsyncQueue:
             self.statistics.destination_failures += 1
             with contextlib.suppress(StreamfnError):  # else its lease runs out and it is due again
                 await self._store.retry_at(
-                    event.id, visible_at=self._clock.time() + DESTINATION_RETRY,
-                    attempts=event.attempts, invoke_count=event.invoke_count)
+                    event.id,
+                    visible_at=self._clock.time() + DESTINATION_RETRY,
+                    attempts=event.attempts,
+                    invoke_count=event.invoke_count,
+                )
 
     async def _attempt(self, event: QueuedEvent) -> None:
         policy = self._policies[event.function]
@@ -167,26 +185,41 @@ class AsyncQueue:
         if (discard := policy.before_attempt(enqueued_at=event.enqueued_at, now=now)) is not None:
             await self._discard(event, discard, None)
             return
-        claim = await self._store.claim(function=event.function, key=event.idempotency_key,
-                                        now=now, lease_until=now + function.timeout + LEASE_MARGIN)
+        claim = await self._store.claim(
+            function=event.function,
+            key=event.idempotency_key,
+            now=now,
+            lease_until=now + function.timeout + LEASE_MARGIN,
+        )
         if claim.state is ClaimState.COMPLETED:
             self.statistics.duplicates += 1
-            log.info("event %s of %s skipped: idempotency key already completed",
-                     event.request_id, event.function)
+            log.info(
+                "event %s of %s skipped: idempotency key already completed",
+                event.request_id,
+                event.function,
+            )
             await self._store.ack(event.id)
             return
         if claim.state is ClaimState.IN_PROGRESS:
-            await self._store.retry_at(event.id, visible_at=now + IN_PROGRESS_RETRY,
-                                       attempts=event.attempts, invoke_count=event.invoke_count)
+            await self._store.retry_at(
+                event.id,
+                visible_at=now + IN_PROGRESS_RETRY,
+                attempts=event.attempts,
+                invoke_count=event.invoke_count,
+            )
             return
-        request = InvocationRequest(function=event.function, payload=event.payload,
-                                    request_id=event.request_id)
+        request = InvocationRequest(
+            function=event.function, payload=event.payload, request_id=event.request_id
+        )
         result = await self._invoker.invoke(request, wait=True)
         ran = result.report is not None
         attempts = event.attempts + (0 if result.ok or not ran else 1)
         invoke_count = event.invoke_count + (1 if ran else 0)
         decision = policy.after_attempt(
-            result.outcome, attempts=attempts, throttles=1, now=self._clock.time(),
+            result.outcome,
+            attempts=attempts,
+            throttles=1,
+            now=self._clock.time(),
             reserved_concurrency=function.reserved_concurrency,
         )
         event = msgspec.structs.replace(event, attempts=attempts, invoke_count=invoke_count)
@@ -194,39 +227,53 @@ class AsyncQueue:
             if function.async_.on_success:
                 await self._deliver(function.async_.on_success, event, "Success", result)
             self.statistics.succeeded += 1
-            await self._store.finish(event.id, function=event.function, key=event.idempotency_key,
-                                     result=result.payload,
-                                     expires_at=self._clock.time() + event.idempotency_ttl)
+            await self._store.finish(
+                event.id,
+                function=event.function,
+                key=event.idempotency_key,
+                result=result.payload,
+                expires_at=self._clock.time() + event.idempotency_ttl,
+            )
         elif isinstance(decision, Retry):
             self.statistics.retried += 1
             log.warning("event %s of %s: %s", event.request_id, event.function, decision.reason)
             await self._store.release(function=event.function, key=event.idempotency_key)
-            await self._store.retry_at(event.id, visible_at=decision.at, attempts=attempts,
-                                       invoke_count=invoke_count)
+            await self._store.retry_at(
+                event.id, visible_at=decision.at, attempts=attempts, invoke_count=invoke_count
+            )
         else:
             await self._discard(event, decision, result)
             await self._store.release(function=event.function, key=event.idempotency_key)
 
-    async def _discard(self, event: QueuedEvent, decision: Discard,
-                       result: InvocationResult | None) -> None:
+    async def _discard(
+        self, event: QueuedEvent, decision: Discard, result: InvocationResult | None
+    ) -> None:
         function = self._config.functions[event.function]
-        log.error("event %s of %s dropped: %s after %d invocation(s)%s", event.request_id,
-                  event.function, decision.condition, event.invoke_count,
-                  f"; recorded in {function.async_.on_failure}" if function.async_.on_failure
-                  else "; no on_failure destination is configured")
+        log.error(
+            "event %s of %s dropped: %s after %d invocation(s)%s",
+            event.request_id,
+            event.function,
+            decision.condition,
+            event.invoke_count,
+            f"; recorded in {function.async_.on_failure}"
+            if function.async_.on_failure
+            else "; no on_failure destination is configured",
+        )
         if function.async_.on_failure:
             await self._deliver(function.async_.on_failure, event, decision.condition, result)
         dropped = self.statistics.dropped
         dropped[decision.condition] = dropped.get(decision.condition, 0) + 1
         await self._store.ack(event.id)
 
-    async def _deliver(self, uri: str, event: QueuedEvent, condition: str,
-                       result: InvocationResult | None) -> None:
+    async def _deliver(
+        self, uri: str, event: QueuedEvent, condition: str, result: InvocationResult | None
+    ) -> None:
         service = self._config.service
         record = async_destination_record(
             request_id=event.request_id,
-            function_arn=function_arn(event.function, region=service.region,
-                                      account=service.account, qualifier="$LATEST"),
+            function_arn=function_arn(
+                event.function, region=service.region, account=service.account, qualifier="$LATEST"
+            ),
             condition=condition,
             approximate_invoke_count=event.invoke_count,
             request_payload=event.payload,

@@ -46,13 +46,15 @@ class KafkaDestination(msgspec.Struct, frozen=True):
 
 Destination = DirDestination | FunctionDestination | KafkaDestination
 
-_FUNCTION = re.compile(r"^function:(?P<name>[A-Za-z0-9_-]{1,64})(?::(?P<qualifier>[\w$-]{1,128}))?$")
+_FUNCTION = re.compile(
+    r"^function:(?P<name>[A-Za-z0-9_-]{1,64})(?::(?P<qualifier>[\w$-]{1,128}))?$"
+)
 _KAFKA = re.compile(r"^kafka://(?P<topic>[A-Za-z0-9._-]{1,249})$")
 
 
 def parse_destination(uri: str) -> Destination:
     if uri.startswith("dir:"):
-        path = uri[len("dir:"):]
+        path = uri[len("dir:") :]
         if not path:
             raise InvalidDestinationError(f"{uri!r}: dir: needs a path, e.g. dir:failed")
         return DirDestination(path)

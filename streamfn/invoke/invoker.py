@@ -23,9 +23,7 @@ from streamfn.config import Config
 from streamfn.runtime.base import Runtime
 from streamfn.types import InvocationRequest, InvocationResult, Outcome
 
-THROTTLED_BODY = (
-    b'{"Type":"User","message":"Rate Exceeded.","Reason":"%s"}'
-)
+THROTTLED_BODY = b'{"Type":"User","message":"Rate Exceeded.","Reason":"%s"}'
 
 
 class Invoker:

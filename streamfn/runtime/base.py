@@ -35,7 +35,12 @@ FUNCTION_LOGGER = "streamfn.functions"
 """Logger that receives START / END / REPORT lines and handler log output, one line each."""
 
 
-def function_arn(function: str, *, region: str = "local", account: str = "000000000000",
-                 qualifier: str | None = None) -> str:
+def function_arn(
+    function: str,
+    *,
+    region: str = "local",
+    account: str = "000000000000",
+    qualifier: str | None = None,
+) -> str:
     arn = f"arn:aws:lambda:{region}:{account}:function:{function}"
     return f"{arn}:{qualifier}" if qualifier else arn

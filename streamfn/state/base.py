@@ -81,8 +81,9 @@ class StateStore(Protocol):
         """When the earliest event that is not leased becomes due (None: queue empty)."""
         ...
 
-    async def retry_at(self, event_id: int, *, visible_at: float, attempts: int,
-                       invoke_count: int) -> None:
+    async def retry_at(
+        self, event_id: int, *, visible_at: float, attempts: int, invoke_count: int
+    ) -> None:
         """Release a leased event to be leased again at ``visible_at``."""
         ...
 
@@ -104,8 +105,9 @@ class StateStore(Protocol):
         """Drop an in-progress claim without completing it (the invocation failed)."""
         ...
 
-    async def finish(self, event_id: int | None, *, function: str, key: str, result: bytes,
-                     expires_at: float) -> None:
+    async def finish(
+        self, event_id: int | None, *, function: str, key: str, result: bytes, expires_at: float
+    ) -> None:
         """Mark ``key`` COMPLETED with ``result`` until ``expires_at`` and, in the same
         transaction, ack ``event_id`` when given."""
         ...
@@ -119,8 +121,6 @@ class StateStore(Protocol):
         """All checkpoint values of one source, by key."""
         ...
 
-    async def put_checkpoint(self, source: str, key: str, value: bytes) -> None:
-        ...
+    async def put_checkpoint(self, source: str, key: str, value: bytes) -> None: ...
 
-    async def delete_checkpoint(self, source: str, key: str) -> None:
-        ...
+    async def delete_checkpoint(self, source: str, key: str) -> None: ...

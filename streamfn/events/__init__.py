@@ -1,0 +1,1 @@
+"""AWS event shapes: what handlers receive and what destinations get."""

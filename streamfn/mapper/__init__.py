@@ -1,0 +1,1 @@
+"""Event source mapping: turns records from a connector into filtered, batched invocations."""

@@ -1,0 +1,334 @@
+"""The in-process runtime: handlers run inside the engine's own process.
+
+Theory of operation:
+
+- :func:`open_inline_runtime` imports every function's handler at open (the Init phase),
+  timing each import on the clock; a handler that cannot be imported raises
+  :class:`~streamfn.errors.HandlerImportError` there, never at the first event. Each
+  function is one warm execution environment: its first REPORT carries ``Init Duration``.
+- :meth:`InlineRuntime.invoke` logs START, decodes the payload (empty → ``{}``), calls the
+  handler, JSON-encodes its result (``bytes`` pass through unchanged, as on AWS), and logs
+  END and REPORT. Sync handlers run in a worker thread bounded by a CapacityLimiter of
+  ``service.max_concurrency``, so the event loop never blocks on them; ``async def``
+  handlers are awaited on the loop (one that blocks, blocks the engine).
+- A watchdog task sleeps on the clock until ``timeout`` seconds after the start and then
+  cancels the call: the result is TIMEOUT with AWS's ``Sandbox.Timedout`` body and
+  ``Status: timeout`` in REPORT. An async handler is cancelled. A sync handler's thread
+  cannot be killed in-process: it is abandoned and runs on to its end (its result is
+  dropped); :meth:`InlineRuntime.statistics` counts such threads. Abandoned threads are
+  anyio workers (not daemon threads), so the process exits only after they return; the
+  worker-process runtime kills a timed-out environment instead.
+- Every way a handler ends becomes a result: an exception → FUNCTION_ERROR with Lambda's
+  error object (also logged as AWS's ``[ERROR]`` lines); invalid JSON input →
+  ``Runtime.UnmarshalError``; an unencodable result → ``Runtime.MarshalError``;
+  ``sys.exit()`` → CRASHED with ``Runtime.ExitError``.
+
+Not isolated here (the worker-process runtime does these): environment variables (the
+function's ``environment`` and ``AWS_LAMBDA_*`` are not set, as one process cannot hold a
+value per function), stdout (``print`` goes to the engine's stdout), memory (``Max Memory
+Used`` is the engine process's peak RSS), and imports made while handling (see
+:mod:`streamfn.runtime.handlers`). Results are encoded with msgspec, which also accepts a
+few types AWS's ``json`` encoder refuses (datetime, UUID, set, dataclass). Every request
+runs the loaded code, so the executed version is always ``$LATEST``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import math
+import sys
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import anyio
+import msgspec
+
+from streamfn.clock import Clock
+from streamfn.config import Config
+from streamfn.runtime import logs
+from streamfn.runtime.base import FUNCTION_LOGGER, function_arn
+from streamfn.runtime.context import LambdaContext, log_stream_name
+from streamfn.runtime.handlers import Handler, HandlerLoader
+from streamfn.types import InvocationRequest, InvocationResult, Outcome, Report
+
+VERSION = "$LATEST"
+_ENCODER = msgspec.json.Encoder(decimal_format="number")
+
+
+class InlineRuntimeStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    abandoned_threads: int
+    """Sync handlers still running in their thread after their invocation timed out."""
+
+
+class InlineRuntime:
+    """Runs invocations in this process; built by :func:`open_inline_runtime`."""
+
+    def __init__(
+        self, config: Config, functions: dict[str, _Function], *, clock: Clock, log: logging.Logger
+    ) -> None:
+        self._service = config.service
+        self._functions = functions
+        self._clock = clock
+        self._log = log
+        self._limiter = anyio.CapacityLimiter(config.service.max_concurrency)
+        self._lock = threading.Lock()
+        self._abandoned = 0
+
+    async def invoke(self, request: InvocationRequest) -> InvocationResult:
+        """See :class:`streamfn.runtime.base.Runtime`. Raises LookupError for a function
+        this runtime did not load (a bug in the caller)."""
+        fn = self._functions.get(request.function)
+        if fn is None:
+            raise LookupError(f"function {request.function!r} is not loaded in this runtime")
+        rid = request.request_id
+        init_ms, fn.init_duration_ms = fn.init_duration_ms, None
+        self._log.info(logs.start_line(rid, VERSION))
+        started = self._clock.monotonic()
+        context = LambdaContext(
+            aws_request_id=rid,
+            function_name=fn.name,
+            invoked_function_arn=function_arn(
+                fn.name,
+                region=self._service.region,
+                account=self._service.account,
+                qualifier=request.qualifier,
+            ),
+            memory_limit_in_mb=fn.memory_size,
+            log_stream_name=fn.log_stream_name,
+            deadline=started + fn.timeout,
+            clock=self._clock,
+            function_version=VERSION,
+        )
+        call = _Call()
+        ended: _Ended | None = None
+        expiry = anyio.CancelScope()
+        try:
+            with expiry:
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(self._expire, expiry, started + fn.timeout)
+                    ended = await self._run(fn, request.payload, context, call)
+                    tasks.cancel_scope.cancel()
+        finally:
+            if (ended is None or expiry.cancel_called) and not fn.is_async:
+                self._abandon(call)  # timed out, or the caller gave up (shutdown)
+        duration_ms = (self._clock.monotonic() - started) * 1000
+        if ended is None or expiry.cancel_called:
+            self._log.error(logs.timeout_log_line(rid, fn.timeout, self._clock.time()))
+            payload = logs.timeout_payload(rid, fn.timeout)
+            ended = _Ended(Outcome.TIMEOUT, payload, "Sandbox.Timedout")
+        for line in logs.error_log_lines(ended.error) if ended.error else ():
+            self._log.error(line)
+        timed_out = ended.outcome is Outcome.TIMEOUT
+        report = Report(
+            duration_ms=duration_ms,
+            billed_duration_ms=logs.billed_duration(
+                duration_ms, timeout=fn.timeout if timed_out else None
+            ),
+            memory_size_mb=fn.memory_size,
+            max_memory_used_mb=_peak_rss_mb(),
+            init_duration_ms=init_ms,
+            timed_out=timed_out,
+        )
+        self._log.info(logs.end_line(rid))
+        self._log.info(logs.report_line(rid, report))
+        return InvocationResult(
+            request_id=rid,
+            outcome=ended.outcome,
+            payload=ended.payload,
+            executed_version=VERSION,
+            error_type=ended.error_type,
+            report=report,
+        )
+
+    def statistics(self) -> InlineRuntimeStatistics:
+        with self._lock:
+            return InlineRuntimeStatistics(abandoned_threads=self._abandoned)
+
+    async def _expire(self, scope: anyio.CancelScope, deadline: float) -> None:
+        await self._clock.sleep(deadline - self._clock.monotonic())
+        scope.cancel()
+
+    async def _run(
+        self, fn: _Function, payload: bytes, context: LambdaContext, call: _Call
+    ) -> _Ended:
+        rid = context.aws_request_id
+        if fn.is_async:
+            try:
+                event = _unmarshal(payload, rid)
+            except _Fault as fault:
+                return fault.ended
+            return await _settle(lambda: fn.handler(event, context), rid)
+        done = await anyio.to_thread.run_sync(
+            self._call_sync,
+            fn.handler,
+            payload,
+            context,
+            call,
+            limiter=self._limiter,
+            abandon_on_cancel=True,
+        )
+        if isinstance(done, _Ended):
+            return done
+        return await _settle(lambda: done, rid)  # a sync wrapper around an async handler
+
+    def _call_sync(
+        self, handler: Handler, payload: bytes, context: LambdaContext, call: _Call
+    ) -> _Ended | Awaitable[Any]:
+        """Runs in the worker thread."""
+        try:
+            return _call(handler, payload, context)
+        finally:
+            with self._lock:
+                call.finished = True
+                if call.abandoned:
+                    self._abandoned -= 1
+
+    def _abandon(self, call: _Call) -> None:
+        with self._lock:
+            if not call.finished and not call.abandoned:
+                call.abandoned = True
+                self._abandoned += 1
+
+
+@contextlib.asynccontextmanager
+async def open_inline_runtime(
+    config: Config, *, clock: Clock, log: logging.Logger | None = None
+) -> AsyncIterator[InlineRuntime]:
+    """Import every function's handler, then yield the runtime. Raises HandlerImportError.
+
+    Imports run on the event loop thread, one function after another (AWS's Init phase);
+    on exit the imported modules are forgotten, so opening again imports afresh.
+    """
+    loader = HandlerLoader()
+    try:
+        functions: dict[str, _Function] = {}
+        for name, function in config.functions.items():
+            started = clock.monotonic()
+            handler = loader.load(function.handler, config.code_dir(name))
+            init_ms = (clock.monotonic() - started) * 1000
+            functions[name] = _Function(
+                name=name,
+                handler=handler,
+                is_async=_is_async(handler),
+                timeout=function.timeout,
+                memory_size=function.memory_size,
+                log_stream_name=log_stream_name(clock.time(), VERSION),
+                init_duration_ms=init_ms,
+            )
+        yield InlineRuntime(
+            config, functions, clock=clock, log=log or logging.getLogger(FUNCTION_LOGGER)
+        )
+    finally:
+        loader.close()
+
+
+@dataclass(slots=True)
+class _Function:
+    name: str
+    handler: Handler
+    is_async: bool
+    timeout: int
+    memory_size: int
+    log_stream_name: str
+    init_duration_ms: float | None  # until the first invocation takes it
+
+
+@dataclass(slots=True)
+class _Call:
+    finished: bool = False  # both guarded by InlineRuntime._lock
+    abandoned: bool = False
+
+
+class _Ended(NamedTuple):
+    outcome: Outcome
+    payload: bytes
+    error_type: str | None = None
+    error: dict[str, Any] | None = None  # what to log as [ERROR] lines
+
+
+class _Fault(Exception):
+    def __init__(self, ended: _Ended) -> None:
+        self.ended = ended
+
+
+def _is_async(handler: Handler) -> bool:
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        type(handler).__call__
+    )
+
+
+def _call(handler: Handler, payload: bytes, context: LambdaContext) -> _Ended | Awaitable[Any]:
+    """Decode, call and encode; an awaitable result is left to the event loop."""
+    rid = context.aws_request_id
+    try:
+        value = handler(_unmarshal(payload, rid), context)
+    except _Fault as fault:
+        return fault.ended
+    except SystemExit as exc:
+        return _exited(exc, rid)
+    except Exception as exc:
+        return _raised(exc, rid)
+    return value if inspect.isawaitable(value) else _marshal(value, rid)
+
+
+def _unmarshal(payload: bytes, rid: str) -> Any:
+    if not payload.strip():
+        return {}  # AWS hands an empty invoke body to the handler as {}
+    try:
+        return msgspec.json.decode(payload)
+    except msgspec.DecodeError as exc:
+        message = f"Unable to unmarshal input: {exc}"
+        raise _Fault(_fault("Runtime.UnmarshalError", message, rid)) from None
+
+
+async def _settle(make: Callable[[], Awaitable[Any]], rid: str) -> _Ended:
+    try:
+        value = await make()
+    except SystemExit as exc:
+        return _exited(exc, rid)
+    except Exception as exc:
+        return _raised(exc, rid)
+    return _marshal(value, rid)
+
+
+def _marshal(value: Any, rid: str) -> _Ended:
+    if isinstance(value, bytes):
+        return _Ended(Outcome.SUCCESS, value)
+    try:
+        return _Ended(Outcome.SUCCESS, _ENCODER.encode(value))
+    except Exception as exc:
+        return _fault("Runtime.MarshalError", f"Unable to marshal response: {exc}", rid)
+
+
+def _fault(error_type: str, message: str, rid: str) -> _Ended:
+    error = logs.fault_object(message, error_type, request_id=rid)
+    return _Ended(Outcome.FUNCTION_ERROR, msgspec.json.encode(error), error_type, error)
+
+
+def _raised(exc: Exception, rid: str) -> _Ended:
+    error = logs.error_object(exc, request_id=rid)
+    return _Ended(Outcome.FUNCTION_ERROR, msgspec.json.encode(error), error["errorType"], error)
+
+
+def _exited(exc: SystemExit, rid: str) -> _Ended:
+    status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    payload = logs.exit_payload(rid, status)
+    return _Ended(Outcome.CRASHED, payload, "Runtime.ExitError", msgspec.json.decode(payload))
+
+
+if sys.platform == "win32":
+
+    def _peak_rss_mb() -> int:
+        return 0
+
+else:
+    import resource
+
+    def _peak_rss_mb() -> int:
+        """The engine process's peak resident set size (Linux: KiB, macOS: bytes)."""
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return math.ceil(peak / (1024 * 1024 if sys.platform == "darwin" else 1024))

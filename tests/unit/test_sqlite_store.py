@@ -1,0 +1,386 @@
+"""The SQLite state store, on real files: every protocol method, crash recovery, ownership.
+
+Times are passed in, never read: each test picks its own ``now``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from streamfn.errors import RetriableStateError, StateError
+from streamfn.state.base import Claim, ClaimState, StateStore
+from streamfn.state.sqlite import SqliteStore, open_sqlite_store
+
+pytestmark = pytest.mark.anyio
+
+REPO = Path(__file__).resolve().parents[2]
+NEW = Claim(ClaimState.NEW)
+IN_PROGRESS = Claim(ClaimState.IN_PROGRESS)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "state.db"
+
+
+@pytest.fixture
+async def store(db: Path) -> AsyncIterator[SqliteStore]:
+    async with open_sqlite_store(db) as opened:
+        yield opened
+
+
+async def put(store: StateStore, key: str, now: float = 0.0, function: str = "f") -> bool:
+    return await store.enqueue(
+        function=function, payload=f"payload-{key}".encode(), request_id=f"req-{key}",
+        idempotency_key=key, idempotency_ttl=60, now=now,
+    )  # fmt: skip
+
+
+async def keys(store: StateStore, now: float, limit: int = 100, lease_for: float = 30) -> list[str]:
+    return [e.idempotency_key for e in await store.lease(now=now, limit=limit, lease_for=lease_for)]
+
+
+def python(script: str, *args: str) -> list[str]:
+    return [sys.executable, "-c", textwrap.dedent(script), *args]
+
+
+CHILD_ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+# --- async queue -----------------------------------------------------------------------------
+
+
+async def test_enqueue_then_lease_returns_the_event(store: SqliteStore) -> None:
+    assert await put(store, "k1", now=10.0)
+    [event] = await store.lease(now=10.0, limit=10, lease_for=30)
+    assert (event.function, event.payload, event.request_id) == ("f", b"payload-k1", "req-k1")
+    assert (event.idempotency_key, event.idempotency_ttl, event.enqueued_at) == ("k1", 60, 10.0)
+    assert (event.attempts, event.invoke_count) == (0, 0)
+    assert await store.pending() == 1
+
+
+async def test_enqueue_dedupes_per_function_and_key_while_queued(store: SqliteStore) -> None:
+    assert await put(store, "k1")
+    assert not await put(store, "k1", now=5.0)
+    assert await put(store, "k1", function="other")
+    assert await store.pending() == 2
+    [event] = await store.lease(now=5.0, limit=1, lease_for=30)
+    assert event.payload == b"payload-k1" and event.enqueued_at == 0.0
+    assert not await put(store, "k1")  # leased is still queued
+    await store.ack(event.id)
+    assert await put(store, "k1")  # gone from the queue: idempotency records take over
+
+
+async def test_lease_is_fifo_by_due_time_then_arrival(store: SqliteStore) -> None:
+    for key, now in [("c", 3.0), ("a", 1.0), ("b", 2.0), ("a2", 1.0)]:
+        await put(store, key, now=now)
+    assert await keys(store, now=10.0) == ["a", "a2", "b", "c"]
+
+
+async def test_lease_respects_limit_and_never_hands_out_an_event_twice(store: SqliteStore) -> None:
+    for i in range(5):
+        await put(store, f"k{i}", now=float(i))
+    assert await keys(store, now=10.0, limit=2) == ["k0", "k1"]
+    assert await keys(store, now=10.0, limit=2) == ["k2", "k3"]
+    assert await keys(store, now=10.0, limit=2) == ["k4"]
+    assert await keys(store, now=10.0, limit=2) == []
+    assert await store.lease(now=10.0, limit=0, lease_for=30) == []
+    assert await store.pending() == 5
+
+
+async def test_lease_skips_events_not_yet_due(store: SqliteStore) -> None:
+    await put(store, "later", now=50.0)
+    assert await keys(store, now=49.9) == []
+    assert await keys(store, now=50.0) == ["later"]
+
+
+async def test_an_expired_lease_is_delivered_again(store: SqliteStore) -> None:
+    await put(store, "k", now=0.0)
+    await put(store, "fresh", now=35.0)
+    assert await keys(store, now=0.0, lease_for=30) == ["k"]
+    assert await keys(store, now=29.9) == []
+    assert await keys(store, now=30.0) == ["k"]  # ends at 30: due again, oldest first
+    assert await keys(store, now=40.0) == ["fresh"]
+
+
+async def test_next_due(store: SqliteStore) -> None:
+    assert await store.next_due() is None
+    await put(store, "a", now=10.0)
+    assert await store.next_due() == 10.0
+    [event] = await store.lease(now=12.0, limit=1, lease_for=30)
+    assert await store.next_due() == 42.0  # only a lease, which expires at 42
+    await put(store, "b", now=50.0)
+    assert await store.next_due() == 42.0
+    await store.retry_at(event.id, visible_at=45.0, attempts=1, invoke_count=1)
+    assert await store.next_due() == 45.0
+    await store.ack(event.id)
+    assert await store.next_due() == 50.0
+
+
+async def test_retry_at_releases_with_new_counts(store: SqliteStore) -> None:
+    await put(store, "k", now=0.0)
+    [event] = await store.lease(now=0.0, limit=1, lease_for=30)
+    await store.retry_at(event.id, visible_at=60.0, attempts=1, invoke_count=2)
+    assert await keys(store, now=59.0) == []
+    [again] = await store.lease(now=60.0, limit=1, lease_for=30)
+    assert (again.id, again.request_id, again.enqueued_at) == (event.id, "req-k", 0.0)
+    assert (again.attempts, again.invoke_count) == (1, 2)
+    await store.ack(again.id)
+    await store.retry_at(again.id, visible_at=0.0, attempts=3, invoke_count=3)  # gone: no-op
+    await store.ack(again.id)
+    assert await store.pending() == 0
+
+
+async def test_ack_removes_only_its_event(store: SqliteStore) -> None:
+    await put(store, "a")
+    await put(store, "b")
+    first, _ = await store.lease(now=0.0, limit=2, lease_for=30)
+    await store.ack(first.id)
+    assert await store.pending() == 1
+    assert await keys(store, now=100.0) == ["b"]
+
+
+# --- idempotency -----------------------------------------------------------------------------
+
+
+async def test_claim_transitions(store: SqliteStore) -> None:
+    claim = store.claim
+    assert await claim(function="f", key="k", now=0.0, lease_until=30.0) == NEW
+    assert await claim(function="f", key="k", now=10.0, lease_until=40.0) == IN_PROGRESS
+    assert await claim(function="g", key="k", now=10.0, lease_until=40.0) == NEW  # per function
+    # the owner crashed: its lease passed, so the next claimer owns the key
+    assert await claim(function="f", key="k", now=30.0, lease_until=60.0) == NEW
+    assert await claim(function="f", key="k", now=59.0, lease_until=90.0) == IN_PROGRESS
+    await store.finish(None, function="f", key="k", result=b"answer", expires_at=100.0)
+    completed = Claim(ClaimState.COMPLETED, b"answer")
+    assert await claim(function="f", key="k", now=99.0, lease_until=130.0) == completed
+    assert await claim(function="f", key="k", now=100.0, lease_until=130.0) == NEW  # expired
+    assert await claim(function="f", key="k", now=101.0, lease_until=130.0) == IN_PROGRESS
+
+
+async def test_release_drops_an_in_progress_claim_only(store: SqliteStore) -> None:
+    assert await store.claim(function="f", key="k", now=0.0, lease_until=30.0) == NEW
+    await store.release(function="f", key="k")
+    assert await store.claim(function="f", key="k", now=1.0, lease_until=30.0) == NEW
+    await store.finish(None, function="f", key="k", result=b"r", expires_at=100.0)
+    await store.release(function="f", key="k")
+    done = await store.claim(function="f", key="k", now=2.0, lease_until=30.0)
+    assert done == Claim(ClaimState.COMPLETED, b"r")
+
+
+async def test_finish_completes_and_acks_together(store: SqliteStore) -> None:
+    await put(store, "k")
+    await put(store, "other")
+    event, _ = await store.lease(now=0.0, limit=2, lease_for=30)
+    await store.claim(function="f", key="k", now=0.0, lease_until=30.0)
+    await store.finish(event.id, function="f", key="k", result=b"ok", expires_at=60.0)
+    assert await store.pending() == 1
+    done = await store.claim(function="f", key="k", now=1.0, lease_until=30.0)
+    assert done == Claim(ClaimState.COMPLETED, b"ok")
+
+
+async def test_finish_is_one_transaction(store: SqliteStore, db: Path) -> None:
+    await put(store, "k")
+    [event] = await store.lease(now=0.0, limit=1, lease_for=30)
+    await store.claim(function="f", key="k", now=0.0, lease_until=30.0)
+    with sqlite3.connect(db) as other:  # make the ack half of finish fail
+        other.execute(
+            "CREATE TRIGGER no_ack BEFORE DELETE ON queue BEGIN SELECT RAISE(ABORT, 'no'); END"
+        )
+    with pytest.raises(StateError, match="finish failed") as caught:
+        await store.finish(event.id, function="f", key="k", result=b"ok", expires_at=60.0)
+    assert not isinstance(caught.value, RetriableStateError)
+    assert isinstance(caught.value.__cause__, sqlite3.Error)
+    assert await store.pending() == 1
+    assert await store.claim(function="f", key="k", now=1.0, lease_until=30.0) == IN_PROGRESS
+
+
+async def test_expire_deletes_expired_and_stale_records(store: SqliteStore) -> None:
+    for key, expires in [("a", 10.0), ("b", 20.0), ("c", 30.0)]:
+        await store.finish(None, function="f", key=key, result=b"", expires_at=expires)
+    await store.claim(function="f", key="live", now=0.0, lease_until=100.0)
+    await store.claim(function="f", key="stale", now=0.0, lease_until=15.0)
+    assert await store.expire(now=20.0) == 3  # a, b (expiry reached) and stale
+    assert await store.expire(now=20.0) == 0
+    assert await store.claim(function="f", key="c", now=20.0, lease_until=50.0) == Claim(
+        ClaimState.COMPLETED, b""
+    )
+    assert await store.claim(function="f", key="b", now=20.0, lease_until=50.0) == NEW
+    assert await store.claim(function="f", key="live", now=20.0, lease_until=50.0) == IN_PROGRESS
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+
+
+async def test_checkpoints(store: SqliteStore) -> None:
+    assert await store.get_checkpoints("src") == {}
+    await store.put_checkpoint("src", "a", b"1")
+    await store.put_checkpoint("src", "b", b"2")
+    await store.put_checkpoint("src", "a", b"3")
+    await store.put_checkpoint("other", "a", b"x")
+    assert await store.get_checkpoints("src") == {"a": b"3", "b": b"2"}
+    await store.delete_checkpoint("src", "a")
+    await store.delete_checkpoint("src", "missing")
+    assert await store.get_checkpoints("src") == {"b": b"2"}
+    assert await store.get_checkpoints("other") == {"a": b"x"}
+
+
+# --- lifecycle: reopen, ownership, crashes ---------------------------------------------------
+
+
+async def test_reopen_keeps_state_and_resets_what_the_last_owner_held(db: Path) -> None:
+    async with open_sqlite_store(db) as store:
+        for key in ("leased", "waiting", "done"):
+            await put(store, key, now=1.0)
+        await put(store, "retry", now=2.0)
+        leased = await store.lease(now=5.0, limit=4, lease_for=1000)
+        await store.retry_at(leased[-1].id, visible_at=500.0, attempts=1, invoke_count=1)
+        await store.claim(function="f", key="leased", now=5.0, lease_until=1000.0)
+        await store.claim(function="f", key="done", now=5.0, lease_until=1000.0)
+        await store.finish(leased[2].id, function="f", key="done", result=b"r", expires_at=900.0)
+        await store.put_checkpoint("src", "pos", b"7")
+    async with open_sqlite_store(db) as store:
+        assert await store.pending() == 3
+        assert await store.next_due() == 1.0
+        assert await keys(store, now=6.0, lease_for=1e4) == ["leased", "waiting"]  # due at once
+        assert await keys(store, now=500.0) == ["retry"]
+        assert await store.claim(function="f", key="leased", now=6.0, lease_until=60.0) == NEW
+        done = await store.claim(function="f", key="done", now=6.0, lease_until=60.0)
+        assert done == Claim(ClaimState.COMPLETED, b"r")
+        assert await store.get_checkpoints("src") == {"pos": b"7"}
+
+
+async def test_calls_after_close_fail(db: Path) -> None:
+    async with open_sqlite_store(db) as store:
+        pass
+    await store.aclose()  # idempotent
+    with pytest.raises(StateError, match="pending after close"):
+        await store.pending()
+
+
+LOCK_PROBE = """
+    import sys, anyio
+    from pathlib import Path
+    from streamfn.errors import StateError
+    from streamfn.state.sqlite import open_sqlite_store
+
+    async def main() -> None:
+        try:
+            async with open_sqlite_store(Path(sys.argv[1])):
+                print("opened")
+        except StateError as exc:
+            print(exc)
+            sys.exit(3)
+
+    anyio.run(main)
+"""
+
+
+async def test_a_second_process_cannot_open_an_owned_store(db: Path) -> None:
+    async with open_sqlite_store(db):
+        probe = await anyio.run_process(python(LOCK_PROBE, str(db)), check=False, env=CHILD_ENV)
+        message = f"state store {db} is in use by another streamfn process (pid {os.getpid()})"
+        assert (probe.returncode, probe.stdout.decode().strip()) == (3, message)
+        with pytest.raises(StateError, match="already open in this process"):
+            async with open_sqlite_store(db):  # nor a second owner in this process
+                pass
+    probe = await anyio.run_process(python(LOCK_PROBE, str(db)), check=False, env=CHILD_ENV)
+    assert (probe.returncode, probe.stdout.decode().strip()) == (0, "opened")
+
+
+CRASHING_OWNER = """
+    import sys, time, anyio
+    from pathlib import Path
+    from streamfn.state.sqlite import open_sqlite_store
+
+    async def main() -> None:
+        async with open_sqlite_store(Path(sys.argv[1])) as store:
+            for i in range(int(sys.argv[2])):
+                await store.enqueue(function="f", payload=b"p%d" % i, request_id=f"r{i}",
+                                    idempotency_key=f"k{i}", idempotency_ttl=60, now=float(i))
+            [first, second] = await store.lease(now=1e6, limit=2, lease_for=1e6)
+            await store.claim(function="f", key="k0", now=1e6, lease_until=2e6)
+            await store.claim(function="f", key="k1", now=1e6, lease_until=2e6)
+            await store.finish(second.id, function="f", key="k1", result=b"ok", expires_at=3e6)
+            print("done", flush=True)
+            time.sleep(60)
+
+    anyio.run(main)
+"""
+
+
+async def test_committed_writes_survive_sigkill(db: Path) -> None:
+    n = 200
+    with anyio.fail_after(60):
+        async with await anyio.open_process(
+            python(CRASHING_OWNER, str(db), str(n)), env=CHILD_ENV
+        ) as owner:
+            assert owner.stdout is not None
+            output = b""
+            while b"done\n" not in output:
+                output += await owner.stdout.receive()
+            owner.kill()
+            assert await owner.wait() == -signal.SIGKILL
+    async with open_sqlite_store(db) as store:
+        assert await store.pending() == n - 1
+        events = await store.lease(now=1e6, limit=n, lease_for=30)
+        assert [e.idempotency_key for e in events] == [f"k{i}" for i in range(n) if i != 1]
+        assert all(e.payload == b"p%d" % int(e.idempotency_key[1:]) for e in events)
+        assert await store.claim(function="f", key="k0", now=1e6, lease_until=2e6) == NEW
+        done = await store.claim(function="f", key="k1", now=1e6, lease_until=2e6)
+        assert done == Claim(ClaimState.COMPLETED, b"ok")
+
+
+async def test_a_busy_database_raises_a_retriable_error(db: Path) -> None:
+    async with open_sqlite_store(db, busy_timeout=0.05) as store:
+        other = sqlite3.connect(db, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # e.g. a backup holding the write lock
+            with pytest.raises(RetriableStateError, match="enqueue failed") as caught:
+                await put(store, "k")
+            assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+        assert await put(store, "k")
+
+
+async def test_a_newer_schema_is_refused(db: Path) -> None:
+    with sqlite3.connect(db) as newer:
+        newer.execute("PRAGMA user_version = 99")
+    with pytest.raises(StateError, match="schema version 99 is newer"):
+        async with open_sqlite_store(db):
+            pass
+    async with open_sqlite_store(db.with_name("fresh.db")):  # the lock was released
+        pass
+
+
+async def test_a_missing_directory_is_a_state_error(tmp_path: Path) -> None:
+    with pytest.raises(StateError, match="cannot open lock file"):
+        async with open_sqlite_store(tmp_path / "missing" / "state.db"):
+            pass
+
+
+async def test_a_cancelled_call_still_finishes_its_transaction(store: SqliteStore) -> None:
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await put(store, "k")
+        await anyio.lowlevel.checkpoint()  # where the cancellation lands
+        pytest.fail("not cancelled")
+    assert scope.cancelled_caught
+    assert await store.pending() == 1
