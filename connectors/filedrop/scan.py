@@ -4,9 +4,9 @@ Theory of operation. The source reports every sighting of a file (from the initi
 a change notification, or a re-check) as ``(relative path, size, mtime)`` with ``now``.
 A file is *complete* when nobody has written it for ``stable_for`` seconds: either its
 mtime is already that old, or its size and mtime stayed the same across sightings that
-far apart. A file that appears through a rename (the notification says "added" and
-nothing else, it is not empty and was last written before the notification came) is
-complete at once. Until then the :class:`StabilityTracker` holds it and says when to look
+far apart. A file that appears through a rename is complete at once: the source
+knows it by the notification ("added", nothing else) and by the file's ctime being later
+than its mtime (a rename changes the inode's ctime, a write sets both to the same instant). Until then the :class:`StabilityTracker` holds it and says when to look
 again (:meth:`StabilityTracker.next_deadline`).
 
 A file already processed with the same size and mtime is not new; a rewritten file (other
@@ -85,8 +85,7 @@ class StabilityTracker:
         self, relative: str, size: int, mtime_ns: int, now: float, *, renamed: bool = False
     ) -> bool:
         """Record a sighting; True when the file is complete (it is then forgotten)."""
-        written_ago = now - mtime_ns / 1e9
-        if (renamed and size > 0 and written_ago >= 0) or written_ago >= self.stable_for:
+        if (renamed and size > 0) or now - mtime_ns / 1e9 >= self.stable_for:
             self._pending.pop(relative, None)
             return True
         pending = self._pending.get(relative)

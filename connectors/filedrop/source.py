@@ -127,6 +127,7 @@ class FiledropSource:
         if stat is None or not is_new(self._seen.get(relative), stat.st_size, stat.st_mtime_ns):
             self._tracker.forget(relative)
             return
+        renamed = renamed and stat.st_ctime_ns > stat.st_mtime_ns
         if self._tracker.observe(relative, stat.st_size, stat.st_mtime_ns, now, renamed=renamed):
             await self._take(relative, path)
 

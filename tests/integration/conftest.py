@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 
-def wait_for(condition: Callable[[], object], *, timeout: float = 30.0,
-             message: str = "condition") -> object:
+def wait_for(
+    condition: Callable[[], object], *, timeout: float = 30.0, message: str = "condition"
+) -> object:
     """Poll ``condition`` until it returns something truthy; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -29,8 +30,9 @@ def wait_for(condition: Callable[[], object], *, timeout: float = 30.0,
 class Service:
     """One `streamfn run CONFIG` process with its output in files."""
 
-    def __init__(self, config: Path, *, env: dict[str, str] | None = None,
-                 args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, config: Path, *, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    ) -> None:
         self.config = config
         self.stdout_path = config.parent / f"stdout-{time.monotonic_ns()}.log"
         self.stderr_path = config.parent / f"stderr-{time.monotonic_ns()}.log"
@@ -42,7 +44,10 @@ class Service:
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "streamfn", "run", str(self.config), *self._args],
-                stdout=out, stderr=err, env=self._env, cwd=self.config.parent,
+                stdout=out,
+                stderr=err,
+                env=self._env,
+                cwd=self.config.parent,
             )
         return self
 
