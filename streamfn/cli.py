@@ -12,11 +12,13 @@ failure; 2 invalid config, pattern or arguments.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
 import uuid
 from pathlib import Path
+from typing import TextIO
 
 import anyio
 import msgspec
@@ -32,7 +34,9 @@ DEFAULT_CONFIG = "streamfn.toml"
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    _configure_logging(args.verbose if hasattr(args, "verbose") else False)
+    # `invoke` keeps stdout for the result; the function's log lines go to stderr.
+    function_lines = sys.stderr if args.command is _invoke else sys.stdout
+    _configure_logging(getattr(args, "verbose", False), function_lines)
     try:
         code: int = args.command(args)
     except ConfigError as exc:
@@ -72,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(verbose: bool) -> None:
+def _configure_logging(verbose: bool, function_lines: TextIO) -> None:
     engine = logging.StreamHandler(sys.stderr)
     engine.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
@@ -81,7 +85,7 @@ def _configure_logging(verbose: bool) -> None:
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     logging.getLogger("watchfiles").setLevel(logging.WARNING)
     functions = logging.getLogger(FUNCTION_LOGGER)
-    lines = logging.StreamHandler(sys.stdout)
+    lines = logging.StreamHandler(function_lines)
     lines.setFormatter(logging.Formatter("%(message)s"))
     functions.handlers[:] = [lines]
     functions.propagate = False
@@ -156,11 +160,11 @@ def _invoke(args: argparse.Namespace) -> int:
         from streamfn.clock import SystemClock
 
         async with open_inline_runtime(config, clock=SystemClock()) as runtime:
-            result = await runtime.invoke(
-                InvocationRequest(
-                    function=args.function, payload=payload, request_id=str(uuid.uuid4())
-                )
+            request = InvocationRequest(
+                function=args.function, payload=payload, request_id=str(uuid.uuid4())
             )
+            with contextlib.redirect_stdout(sys.stderr):  # the handler's prints are logs
+                result = await runtime.invoke(request)
         sys.stdout.write(result.payload.decode("utf-8", errors="replace") + "\n")
         return result.ok
 

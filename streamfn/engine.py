@@ -19,6 +19,7 @@ import msgspec
 
 from streamfn.clock import Clock, SystemClock
 from streamfn.config import Config, SourceConfig
+from streamfn.errors import SourceError
 from streamfn.invoke.async_queue import AsyncQueue
 from streamfn.invoke.invoker import Invoker
 from streamfn.mapper.filtering import compile_filters
@@ -49,6 +50,7 @@ class Engine:
 
     def __post_init__(self) -> None:
         self._stop = anyio.Event()
+        self.failure: SourceError | None = None
         self.queue: AsyncQueue | None = None
         self.started = anyio.Event()
 
@@ -85,6 +87,8 @@ class Engine:
                 )
             tg.cancel_scope.cancel()
         log.info("stopped")
+        if self.failure is not None:
+            raise self.failure
 
     @asynccontextmanager
     async def open(self) -> AsyncIterator[AsyncQueue]:
@@ -135,7 +139,15 @@ class Engine:
             put_checkpoint=lambda key, value: store.put_checkpoint(name, key, value),
             delete_checkpoint=lambda key: store.delete_checkpoint(name, key),
         )
-        await source.run(context)
+        try:
+            await source.run(context)
+        except Exception as exc:
+            # A source that cannot read stops the service, loudly; what it already emitted
+            # is durable and drains as on any stop.
+            self.failure = SourceError(f"event source {name} failed: {exc}")
+            self.failure.__cause__ = exc
+            log.error("%s", self.failure)
+            self.stop()
 
 
 def _emitter(

@@ -171,7 +171,7 @@ class AsyncQueue:
             log.warning("event %s of %s will be retried: %s", event.request_id, event.function, exc)
             self.statistics.destination_failures += 1
             with contextlib.suppress(StreamfnError):  # else its lease runs out and it is due again
-                await self._store.retry_at(
+                await self._requeue(
                     event.id,
                     visible_at=self._clock.time() + DESTINATION_RETRY,
                     attempts=event.attempts,
@@ -201,7 +201,7 @@ class AsyncQueue:
             await self._store.ack(event.id)
             return
         if claim.state is ClaimState.IN_PROGRESS:
-            await self._store.retry_at(
+            await self._requeue(
                 event.id,
                 visible_at=now + IN_PROGRESS_RETRY,
                 attempts=event.attempts,
@@ -238,12 +238,20 @@ class AsyncQueue:
             self.statistics.retried += 1
             log.warning("event %s of %s: %s", event.request_id, event.function, decision.reason)
             await self._store.release(function=event.function, key=event.idempotency_key)
-            await self._store.retry_at(
+            await self._requeue(
                 event.id, visible_at=decision.at, attempts=attempts, invoke_count=invoke_count
             )
         else:
             await self._discard(event, decision, result)
             await self._store.release(function=event.function, key=event.idempotency_key)
+
+    async def _requeue(
+        self, event_id: int, *, visible_at: float, attempts: int, invoke_count: int
+    ) -> None:
+        await self._store.retry_at(
+            event_id, visible_at=visible_at, attempts=attempts, invoke_count=invoke_count
+        )
+        self._wake.set()  # the fetcher may be asleep until a later due time
 
     async def _discard(
         self, event: QueuedEvent, decision: Discard, result: InvocationResult | None

@@ -1,0 +1,31 @@
+"""A third-party connector plugin, as an outside distribution would ship one."""
+
+from __future__ import annotations
+
+from streamfn.config import SourceConfig
+from streamfn.errors import SourceError
+from streamfn.plugins import Connector
+from streamfn.sources import SourceContext
+
+
+class TickerConfig(SourceConfig, tag="ticker", frozen=True, kw_only=True):
+    count: int = 3
+    fail_after: bool = False
+
+
+class TickerSource:
+    def __init__(self, config: SourceConfig) -> None:
+        assert isinstance(config, TickerConfig)
+        self._config = config
+
+    async def run(self, context: SourceContext) -> None:
+        checkpoints = await context.get_checkpoints()
+        start = int(checkpoints.get("next", b"0"))
+        for i in range(start, self._config.count):
+            await context.emit({"tick": i, "source": context.name}, f"tick-{i}")
+            await context.put_checkpoint("next", str(i + 1).encode())
+        if self._config.fail_after:
+            raise SourceError("ticker lost its clock")
+
+
+plugin = Connector(name="ticker", config=TickerConfig, create=TickerSource)
