@@ -9,8 +9,8 @@ from pathlib import Path
 
 import anyio
 import pytest
-
 from conftest import wait_for
+
 from streamfn.state.sqlite import open_sqlite_store
 
 FAILING = """
