@@ -71,7 +71,12 @@ _ZERO, _SECOND, _MINUTE, _DAY = (timedelta(seconds=n) for n in (0, 1, 60, 86400)
 _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 _DAYS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")  # AWS numbers these 1-7
 _MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-_RATE_UNITS = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": timedelta(days=1)}
+_RATE_UNITS = {
+    "second": timedelta(seconds=1),  # a streamfn extension for demos and tests; AWS: minutes up
+    "minute": timedelta(minutes=1),
+    "hour": timedelta(hours=1),
+    "day": timedelta(days=1),
+}
 _AT_FORMAT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}")
 
 
@@ -300,7 +305,7 @@ def _rate(text: str, inner: str) -> timedelta:
         _fail(text, f"value must be a positive integer (got {value!r})")
     singular = unit[:-1] if unit.endswith("s") else unit
     if singular not in _RATE_UNITS:
-        _fail(text, f"unit must be minute(s), hour(s) or day(s) (got {unit!r})")
+        _fail(text, f"unit must be second(s), minute(s), hour(s) or day(s) (got {unit!r})")
     if value == "1" and unit != singular:
         _fail(text, f"use the singular unit {singular!r} when the value is 1")
     if value != "1" and unit == singular:

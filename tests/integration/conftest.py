@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from kafka_broker import kafka_broker, new_topic  # noqa: F401  (fixtures, registered by import)
 
 
 def wait_for(

@@ -55,6 +55,8 @@ def local_ticks(expression: str, timezone: str, after: datetime, count: int) -> 
     [
         ("rate(1 minute)", timedelta(minutes=1)),
         ("rate(5 minutes)", timedelta(minutes=5)),
+        ("rate(30 seconds)", timedelta(seconds=30)),
+        ("rate(1 second)", timedelta(seconds=1)),
         ("rate(1 hour)", timedelta(hours=1)),
         ("rate(2 hours)", timedelta(hours=2)),
         ("rate(1 day)", timedelta(days=1)),
@@ -88,8 +90,8 @@ def test_each_syntax_gives_its_kind() -> None:
         ("rate(05 minutes)", "value must be a positive integer (got '05')"),
         ("rate(-5 minutes)", "value must be a positive integer (got '-5')"),
         ("rate(1.5 hours)", "value must be a positive integer (got '1.5')"),
-        ("rate(5 weeks)", "unit must be minute(s), hour(s) or day(s) (got 'weeks')"),
-        ("rate(5 Minutes)", "unit must be minute(s), hour(s) or day(s) (got 'Minutes')"),
+        ("rate(5 weeks)", "unit must be second(s), minute(s), hour(s) or day(s) (got 'weeks')"),
+        ("rate(5 Minutes)", "unit must be second(s), minute(s), hour(s) or day(s) (got 'Minutes')"),
         ("rate(5)", "expected rate(VALUE UNIT), e.g. rate(5 minutes)"),
         ("rate(5 minutes", "missing closing parenthesis"),
         (
