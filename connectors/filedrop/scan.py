@@ -4,9 +4,8 @@ Theory of operation. The source reports every sighting of a file (from the initi
 a change notification, or a re-check) as ``(relative path, size, mtime)`` with ``now``.
 A file is *complete* when nobody has written it for ``stable_for`` seconds: either its
 mtime is already that old, or its size and mtime stayed the same across sightings that
-far apart. A file that appears through a rename is complete at once: the source
-knows it by the notification ("added", nothing else) and by the file's ctime being later
-than its mtime (a rename changes the inode's ctime, a write sets both to the same instant). Until then the :class:`StabilityTracker` holds it and says when to look
+far apart. A file renamed into place is complete at once (the watcher tells a rename from a
+write). Until then the :class:`StabilityTracker` holds it and says when to look
 again (:meth:`StabilityTracker.next_deadline`).
 
 A file already processed with the same size and mtime is not new; a rewritten file (other

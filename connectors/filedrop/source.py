@@ -1,11 +1,11 @@
 """The filedrop source's I/O: watch a directory, hash complete files, emit S3 events.
 
-One loop drives everything. It iterates :func:`watchfiles.awatch`, which yields the changes
-it saw, or an empty set every ``TICK`` when nothing happened; on the first yield (the
-watcher is running) it walks the directory once, so a file dropped while streamfn was down
-is found and a file dropped during startup is not missed. Each sighting goes through the
-pure :class:`~connectors.filedrop.scan.StabilityTracker`; complete files are hashed (in a
-worker thread), emitted, and only then checkpointed as processed.
+One loop drives everything: it walks the directory once at start (files dropped while
+streamfn was down), then waits for notifications (:mod:`connectors.filedrop.watch`), or
+for the next moment a pending file may have become stable, and walks again every
+``rescan_interval`` in case a notification was lost. Each sighting goes through the pure
+:class:`~connectors.filedrop.scan.StabilityTracker`; complete files are hashed (in a worker
+thread), emitted, and only then checkpointed as processed.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from pathlib import Path
 
 import anyio.to_thread
 import msgspec
-import watchfiles
 
 from streamfn.errors import SourceError
 from streamfn.events.s3 import object_created_event
@@ -25,8 +24,10 @@ from streamfn.sources import SourceContext
 
 from .config import FiledropConfig
 from .scan import Seen, StabilityTracker, format_sequencer, is_candidate, is_new, next_sequence
+from .watch import open_watcher
 
-TICK_MS = 200
+TICK = 1.0  # seconds between looks when nothing happens
+TAKE_CONCURRENCY = 32  # files hashed and emitted at once
 _decode_seen = msgspec.msgpack.Decoder(Seen).decode
 _encode = msgspec.msgpack.encode
 
@@ -59,44 +60,61 @@ class FiledropSource:
             self._bucket,
             len(self._seen),
         )
-        last_walk: float | None = None
-        async for changes in watchfiles.awatch(
-            root,
-            recursive=True,
-            yield_on_timeout=True,
-            rust_timeout=TICK_MS,
-            step=50,
-            debounce=1_000,
-            watch_filter=None,
-            ignore_permission_denied=True,
-        ):
-            now = context.clock.time()
-            if last_walk is None or now - last_walk >= config.rescan_interval:
-                last_walk = now
-                for relative in await anyio.to_thread.run_sync(self._walk):
-                    await self._sighting(relative, now)
-            added: set[str] = set()
-            modified: set[str] = set()
-            for change, path in changes:
-                changed = self._relative(path)
-                if changed is None:
-                    continue
-                relative = changed
-                if change == watchfiles.Change.deleted:
-                    self._tracker.forget(relative)
-                elif change == watchfiles.Change.added:
-                    added.add(relative)
-                else:
-                    modified.add(relative)
-            for relative in sorted(added | modified):
-                if relative in added and (self._root / relative).is_dir():
-                    # A directory moved in brings files no notification names.
-                    for inner in await anyio.to_thread.run_sync(self._walk, relative):
-                        await self._sighting(inner, now)
-                    continue
-                await self._sighting(relative, now, renamed=relative not in modified)
-            for relative in self._tracker.due(context.clock.time()):
-                await self._sighting(relative, context.clock.time())
+        watcher = open_watcher(root)
+        try:
+            watcher.watch_tree()
+            await self._take_all(await self._walk_and_sight("", context.clock.time()))
+            last_walk = context.clock.time()
+            while True:
+                now = context.clock.time()
+                deadline = self._tracker.next_deadline()
+                wait = TICK if deadline is None else min(TICK, max(0.0, deadline - now))
+                notices = await watcher.notices(wait)
+                now = context.clock.time()
+                renamed: dict[str, bool] = {}  # changed in any way wins over "moved in"
+                ready: list[str] = []
+                if now - last_walk >= config.rescan_interval or any(
+                    notice.kind == "rescan" for notice in notices
+                ):
+                    last_walk = now
+                    ready += await self._walk_and_sight("", now)
+                for notice in notices:
+                    if notice.kind == "directory":
+                        # A new directory: watch it, then walk it for files already inside.
+                        watcher.watch_tree(notice.relative)
+                        ready += await self._walk_and_sight(notice.relative, now)
+                    elif notice.kind == "deleted":
+                        self._tracker.forget(notice.relative)
+                        renamed.pop(notice.relative, None)
+                    else:
+                        moved = notice.kind == "moved_in"
+                        renamed[notice.relative] = renamed.get(notice.relative, moved) and moved
+                for relative, moved in renamed.items():
+                    if self._complete(relative, now, renamed=moved):
+                        ready.append(relative)
+                now = context.clock.time()
+                ready += [rel for rel in self._tracker.due(now) if self._complete(rel, now)]
+                await self._take_all(ready)
+        finally:
+            watcher.close()
+
+    async def _walk_and_sight(self, below: str, now: float) -> list[str]:
+        """Walk (part of) the directory; the files found complete."""
+        found = await anyio.to_thread.run_sync(self._walk, below)
+        return [relative for relative in found if self._complete(relative, now)]
+
+    async def _take_all(self, ready: list[str]) -> None:
+        """Hash and emit complete files, several at once (their events are independent;
+        the store commits their writes together)."""
+        limiter = anyio.CapacityLimiter(TAKE_CONCURRENCY)
+
+        async def take(relative: str) -> None:
+            async with limiter:
+                await self._take(relative, self._root / relative)
+
+        async with anyio.create_task_group() as tg:
+            for relative in dict.fromkeys(ready):
+                tg.start_soon(take, relative)
 
     def _relative(self, path: str) -> str | None:
         relative = os.path.relpath(path, self._root)
@@ -114,22 +132,21 @@ class FiledropSource:
                     found.append(relative)
         return sorted(found)
 
-    async def _sighting(self, relative: str, now: float, *, renamed: bool = False) -> None:
+    def _complete(self, relative: str, now: float, *, renamed: bool = False) -> bool:
+        """Record a sighting of a file; True when it is new and complete, to be taken."""
         config = self._config
         if not is_candidate(relative, prefix=config.prefix, suffix=config.suffix):
-            return
+            return False
         path = self._root / relative
         try:
             stat = self._stat(path, relative)
         except _Gone:
             self._tracker.forget(relative)
-            return
+            return False
         if stat is None or not is_new(self._seen.get(relative), stat.st_size, stat.st_mtime_ns):
             self._tracker.forget(relative)
-            return
-        renamed = renamed and stat.st_ctime_ns > stat.st_mtime_ns
-        if self._tracker.observe(relative, stat.st_size, stat.st_mtime_ns, now, renamed=renamed):
-            await self._take(relative, path)
+            return False
+        return self._tracker.observe(relative, stat.st_size, stat.st_mtime_ns, now, renamed=renamed)
 
     def _stat(self, path: Path, relative: str) -> os.stat_result | None:
         """The file's stat, or None for what is not a regular file inside the directory."""

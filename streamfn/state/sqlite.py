@@ -135,7 +135,10 @@ def _translate(path: Path, op: str, exc: sqlite3.Error) -> StateError:
     return kind(f"state store {path}: {op} failed: {exc}")
 
 
-_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[sqlite3.Connection], Any]]
+_Job = tuple[
+    asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[sqlite3.Connection], Any], bool
+]
+GROUP_COMMIT = 256  # most jobs committed together by one transaction
 
 
 def _settle(future: asyncio.Future[Any], result: object, error: BaseException | None) -> None:
@@ -166,22 +169,71 @@ class SqliteStore:
         return self._path
 
     def _serve(self) -> None:
-        """The store thread: run each job's transaction in order, hand back its outcome."""
-        while (job := self._jobs.get()) is not None:
-            loop, future, body = job
-            try:
-                outcome: tuple[object, BaseException | None] = (body(self._conn), None)
-            except BaseException as exc:  # handed to the awaiting task, which raises it
-                outcome = (None, exc)
-            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
-                loop.call_soon_threadsafe(_settle, future, *outcome)
+        """The store thread: run jobs in order and hand back their outcomes.
 
-    async def _run(self, op: str, body: Callable[[sqlite3.Connection], _T]) -> _T:
+        Jobs that queued up while the previous transaction ran are committed together
+        (group commit): one ``BEGIN IMMEDIATE`` ... ``COMMIT``, each job inside its own
+        savepoint so a failing job rolls back alone. No job's outcome is handed back
+        before the commit that makes it durable.
+        """
+        running = True
+        while running:
+            job = self._jobs.get()
+            if job is None:
+                break
+            batch = [job]
+            while len(batch) < GROUP_COMMIT:
+                try:
+                    queued = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if queued is None:
+                    running = False
+                    break
+                batch.append(queued)
+            outcomes = self._run_batch(batch) if len(batch) > 1 else [self._run_one(job)]
+            for (loop, future, _, _), outcome in zip(batch, outcomes, strict=True):
+                with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+                    loop.call_soon_threadsafe(_settle, future, *outcome)
+
+    def _run_one(self, job: _Job) -> tuple[object, BaseException | None]:
+        _, _, body, write = job
+        try:
+            return (_write(self._conn, body) if write else body(self._conn)), None
+        except BaseException as exc:  # handed to the awaiting task, which raises it
+            return None, exc
+
+    def _run_batch(self, batch: list[_Job]) -> list[tuple[object, BaseException | None]]:
+        conn = self._conn
+        outcomes: list[tuple[object, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            return [(None, exc)] * len(batch)
+        for _, _, body, _ in batch:
+            conn.execute("SAVEPOINT job")
+            try:
+                outcomes.append((body(conn), None))
+            except BaseException as exc:
+                conn.execute("ROLLBACK TO job")
+                outcomes.append((None, exc))
+            conn.execute("RELEASE job")
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            return [(None, exc)] * len(batch)
+        return outcomes
+
+    async def _run(
+        self, op: str, body: Callable[[sqlite3.Connection], _T], *, write: bool = False
+    ) -> _T:
         if self._closed:
             raise StateError(f"state store {self._path}: {op} after close")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[_T] = loop.create_future()
-        self._jobs.put((loop, future, body))
+        self._jobs.put((loop, future, body, write))
         try:
             with anyio.CancelScope(shield=True):  # a queued transaction is waited for
                 result = await future
@@ -190,7 +242,7 @@ class SqliteStore:
         return result
 
     async def _write(self, op: str, body: Callable[[sqlite3.Connection], _T]) -> _T:
-        return await self._run(op, lambda conn: _write(conn, body))
+        return await self._run(op, body, write=True)
 
     async def _execute(self, op: str, sql: str, params: tuple[object, ...]) -> int:
         """One statement in its own write transaction; returns the rows it changed."""

@@ -384,3 +384,28 @@ async def test_a_cancelled_call_still_finishes_its_transaction(store: SqliteStor
         pytest.fail("not cancelled")
     assert scope.cancelled_caught
     assert await store.pending() == 1
+
+
+async def test_concurrent_writes_commit_together_and_a_failing_one_fails_alone(db: Path) -> None:
+    def boom(conn: object) -> None:
+        raise ValueError("this job fails")
+
+    failures: list[BaseException] = []
+
+    async with open_sqlite_store(db) as store:
+
+        async def failing() -> None:
+            try:
+                await store._run("boom", boom, write=True)
+            except ValueError as exc:
+                failures.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(200):
+                tg.start_soon(store.put_checkpoint, "src", f"k{i}", str(i).encode())
+                if i == 100:
+                    tg.start_soon(failing)
+    assert [str(e) for e in failures] == ["this job fails"]
+    async with open_sqlite_store(db) as reopened:
+        saved = await reopened.get_checkpoints("src")
+    assert saved == {f"k{i}": str(i).encode() for i in range(200)}
