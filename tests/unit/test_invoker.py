@@ -1,0 +1,120 @@
+"""Concurrency limits at the runtime boundary: waiting callers and throttled ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import msgspec
+import pytest
+
+from streamfn.config import Config, parse_config
+from streamfn.invoke.invoker import Invoker
+from streamfn.types import InvocationRequest, InvocationResult, Outcome, Report
+
+pytestmark = pytest.mark.anyio
+
+
+class GatedRuntime:
+    """A runtime whose invocations run until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.peak = 0
+        self.gate = anyio.Event()
+
+    async def invoke(self, request: InvocationRequest) -> InvocationResult:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        await self.gate.wait()
+        self.running -= 1
+        return InvocationResult(
+            request_id=request.request_id,
+            outcome=Outcome.SUCCESS,
+            payload=b"null",
+            report=Report(
+                duration_ms=1, billed_duration_ms=1, memory_size_mb=128, max_memory_used_mb=1
+            ),
+        )
+
+
+def config(tmp_path: Path, *, reserved: int | None, service: int = 64) -> Config:
+    function: dict[str, object] = {"handler": "m:h", "runtime": "inline"}
+    if reserved is not None:
+        function["reserved_concurrency"] = reserved
+    raw = {
+        "service": {"max_concurrency": service},
+        "functions": {"f": function, "g": {"handler": "m:h", "runtime": "inline"}},
+    }
+    return parse_config(raw, {}, path=tmp_path / "streamfn.toml")
+
+
+def request(n: int, function: str = "f") -> InvocationRequest:
+    return InvocationRequest(function=function, payload=b"{}", request_id=f"r{n}")
+
+
+async def test_direct_invocations_over_reserved_concurrency_are_throttled(tmp_path: Path) -> None:
+    runtime = GatedRuntime()
+    invoker = Invoker(config(tmp_path, reserved=2), runtime)
+    results: list[InvocationResult] = []
+
+    async def call(n: int) -> None:
+        results.append(await invoker.invoke(request(n), wait=False))
+
+    async with anyio.create_task_group() as tg:
+        for n in range(5):
+            tg.start_soon(call, n)
+        await anyio.wait_all_tasks_blocked()
+        assert runtime.running == 2
+        runtime.gate.set()
+    throttled = [r for r in results if r.outcome is Outcome.THROTTLED]
+    assert len(throttled) == 3 and runtime.peak == 2
+    body = msgspec.json.decode(throttled[0].payload)
+    assert throttled[0].error_type == "TooManyRequestsException"
+    assert body["Reason"] == "ReservedFunctionConcurrentInvocationLimitExceeded"
+    assert all(r.report is None for r in throttled)
+
+
+async def test_waiting_callers_run_in_turn_within_the_limit(tmp_path: Path) -> None:
+    runtime = GatedRuntime()
+    invoker = Invoker(config(tmp_path, reserved=2), runtime)
+    results: list[InvocationResult] = []
+
+    async def call(n: int) -> None:
+        results.append(await invoker.invoke(request(n), wait=True))
+
+    async with anyio.create_task_group() as tg:
+        for n in range(5):
+            tg.start_soon(call, n)
+        await anyio.wait_all_tasks_blocked()
+        assert runtime.running == 2
+        runtime.gate.set()
+    assert [r.outcome for r in results] == [Outcome.SUCCESS] * 5
+    assert runtime.peak == 2
+
+
+async def test_the_service_limit_caps_all_functions(tmp_path: Path) -> None:
+    runtime = GatedRuntime()
+    invoker = Invoker(config(tmp_path, reserved=None, service=3), runtime)
+    results: list[InvocationResult] = []
+
+    async def call(n: int) -> None:
+        results.append(await invoker.invoke(request(n, "f" if n % 2 else "g"), wait=False))
+
+    async with anyio.create_task_group() as tg:
+        for n in range(6):
+            tg.start_soon(call, n)
+        await anyio.wait_all_tasks_blocked()
+        runtime.gate.set()
+    throttled = [r for r in results if r.outcome is Outcome.THROTTLED]
+    assert len(throttled) == 3
+    assert (
+        msgspec.json.decode(throttled[0].payload)["Reason"] == "ConcurrentInvocationLimitExceeded"
+    )
+
+
+async def test_zero_reserved_concurrency_always_throttles(tmp_path: Path) -> None:
+    runtime = GatedRuntime()
+    invoker = Invoker(config(tmp_path, reserved=0), runtime)
+    result = await invoker.invoke(request(1), wait=True)
+    assert result.outcome is Outcome.THROTTLED and runtime.peak == 0
