@@ -29,6 +29,7 @@ from streamfn.errors import ConfigError, InvalidDestinationError, InvalidPattern
 
 FunctionName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Handler = Annotated[str, Meta(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")]
+EnvName = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
 class _Base(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -59,14 +60,47 @@ class AsyncConfig(_Base, frozen=True):
 
 class FunctionConfig(_Base, frozen=True):
     handler: Handler
+    """``module:attribute``; for ``runtime = "provided"`` it reaches the bootstrap as
+    ``_HANDLER`` in AWS's dotted form (``module.attribute``)."""
     code: str | None = None
     """Directory put on sys.path to import the handler; default: the config file's directory."""
-    runtime: Literal["inline"] = "inline"
+    runtime: Literal["python", "inline", "provided"] = "python"
+    """``python``: isolated worker processes; ``inline``: in the engine process (trusted,
+    latency-critical handlers); ``provided``: the ``bootstrap`` executable, through the
+    Lambda Runtime API."""
     timeout: Annotated[int, Meta(ge=1, le=900)] = 3
     memory_size: Annotated[int, Meta(ge=128, le=10_240)] = 128
     environment: dict[str, str] = {}
     reserved_concurrency: Annotated[int, Meta(ge=0, le=10_000)] | None = None
     async_: AsyncConfig = msgspec.field(default_factory=AsyncConfig, name="async")
+    provisioned_concurrency: Annotated[int, Meta(ge=0, le=10_000)] = 0
+    """Environments initialised at startup (``AWS_LAMBDA_INITIALIZATION_TYPE`` is
+    ``provisioned-concurrency`` in them) and kept while the engine runs."""
+    ephemeral_storage: Annotated[int, Meta(ge=512, le=10_240)] = 512
+    """MB of ``/tmp`` (``TMPDIR``) per environment."""
+    keep_warm: Annotated[float, Meta(ge=0, le=86_400)] = 300.0
+    """Seconds an idle on-demand environment is kept for reuse; 0: one invocation each."""
+    inherit_environment: tuple[EnvName, ...] = ()
+    """Names of the engine's environment variables passed to the function's environments
+    (none is by default: credentials in the engine's environment stay there)."""
+    bootstrap: str | None = None
+    """``runtime = "provided"``: the executable to run, relative to ``code``; default
+    ``bootstrap`` in that directory."""
+
+    def __post_init__(self) -> None:
+        if self.bootstrap is not None and self.runtime != "provided":
+            raise ValueError('`bootstrap`: only used with runtime = "provided"')
+        if self.provisioned_concurrency and self.runtime == "inline":
+            raise ValueError(
+                '`provisioned_concurrency`: not available with runtime = "inline" '
+                "(it has one environment, initialised at startup)"
+            )
+        reserved = self.reserved_concurrency
+        if reserved is not None and self.provisioned_concurrency > reserved:
+            raise ValueError(
+                f"`provisioned_concurrency`: must be <= reserved_concurrency ({reserved}) "
+                f"(got {self.provisioned_concurrency})"
+            )
 
 
 class SourceConfig(_Base, frozen=True, tag_field="type"):

@@ -35,14 +35,13 @@ runs the loaded code, so the executed version is always ``$LATEST``.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import math
 import sys
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import anyio
 import msgspec
@@ -53,10 +52,15 @@ from streamfn.runtime import logs
 from streamfn.runtime.base import FUNCTION_LOGGER, function_arn
 from streamfn.runtime.context import LambdaContext, log_stream_name
 from streamfn.runtime.handlers import Handler, HandlerLoader
+from streamfn.runtime.invocation import Ended as _Ended
+from streamfn.runtime.invocation import Fault as _Fault
+from streamfn.runtime.invocation import call as _call
+from streamfn.runtime.invocation import is_async as _is_async
+from streamfn.runtime.invocation import settle as _settle
+from streamfn.runtime.invocation import unmarshal as _unmarshal
 from streamfn.types import InvocationRequest, InvocationResult, Outcome, Report
 
 VERSION = "$LATEST"
-_ENCODER = msgspec.json.Encoder(decimal_format="number")
 
 
 class InlineRuntimeStatistics(msgspec.Struct, frozen=True, kw_only=True):
@@ -241,83 +245,6 @@ class _Function:
 class _Call:
     finished: bool = False  # both guarded by InlineRuntime._lock
     abandoned: bool = False
-
-
-class _Ended(NamedTuple):
-    outcome: Outcome
-    payload: bytes
-    error_type: str | None = None
-    error: dict[str, Any] | None = None  # what to log as [ERROR] lines
-
-
-class _Fault(Exception):
-    def __init__(self, ended: _Ended) -> None:
-        self.ended = ended
-
-
-def _is_async(handler: Handler) -> bool:
-    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
-        type(handler).__call__
-    )
-
-
-def _call(handler: Handler, payload: bytes, context: LambdaContext) -> _Ended | Awaitable[Any]:
-    """Decode, call and encode; an awaitable result is left to the event loop."""
-    rid = context.aws_request_id
-    try:
-        value = handler(_unmarshal(payload, rid), context)
-    except _Fault as fault:
-        return fault.ended
-    except SystemExit as exc:
-        return _exited(exc, rid)
-    except Exception as exc:
-        return _raised(exc, rid)
-    return value if inspect.isawaitable(value) else _marshal(value, rid)
-
-
-def _unmarshal(payload: bytes, rid: str) -> Any:
-    if not payload.strip():
-        return {}  # AWS hands an empty invoke body to the handler as {}
-    try:
-        return msgspec.json.decode(payload)
-    except msgspec.DecodeError as exc:
-        message = f"Unable to unmarshal input: {exc}"
-        raise _Fault(_fault("Runtime.UnmarshalError", message, rid)) from None
-
-
-async def _settle(make: Callable[[], Awaitable[Any]], rid: str) -> _Ended:
-    try:
-        value = await make()
-    except SystemExit as exc:
-        return _exited(exc, rid)
-    except Exception as exc:
-        return _raised(exc, rid)
-    return _marshal(value, rid)
-
-
-def _marshal(value: Any, rid: str) -> _Ended:
-    if isinstance(value, bytes):
-        return _Ended(Outcome.SUCCESS, value)
-    try:
-        return _Ended(Outcome.SUCCESS, _ENCODER.encode(value))
-    except Exception as exc:
-        return _fault("Runtime.MarshalError", f"Unable to marshal response: {exc}", rid)
-
-
-def _fault(error_type: str, message: str, rid: str) -> _Ended:
-    error = logs.fault_object(message, error_type, request_id=rid)
-    return _Ended(Outcome.FUNCTION_ERROR, msgspec.json.encode(error), error_type, error)
-
-
-def _raised(exc: Exception, rid: str) -> _Ended:
-    error = logs.error_object(exc, request_id=rid)
-    return _Ended(Outcome.FUNCTION_ERROR, msgspec.json.encode(error), error["errorType"], error)
-
-
-def _exited(exc: SystemExit, rid: str) -> _Ended:
-    status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    payload = logs.exit_payload(rid, status)
-    return _Ended(Outcome.CRASHED, payload, "Runtime.ExitError", msgspec.json.decode(payload))
 
 
 if sys.platform == "win32":

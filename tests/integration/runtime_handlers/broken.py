@@ -1,0 +1,5 @@
+raise KeyError("configuration missing")
+
+
+def handler(event, context):
+    return None
