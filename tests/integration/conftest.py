@@ -85,6 +85,12 @@ class Service:
             self.process.wait(timeout=10)
 
 
+@pytest.fixture(params=["python", "inline"])
+def function_runtime(request: pytest.FixtureRequest) -> str:
+    """Runs a test once per runtime: both must pass the same pipelines."""
+    return str(request.param)
+
+
 @pytest.fixture
 def service() -> Iterator[Callable[..., Service]]:
     started: list[Service] = []

@@ -42,21 +42,22 @@ def records(directory: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))]
 
 
-def write_pipeline(tmp_path: Path, body: str) -> Path:
+def write_pipeline(tmp_path: Path, body: str, runtime: str = "python") -> Path:
     (tmp_path / "failing.py").write_text(FAILING)
     (tmp_path / "recorder.py").write_text(RECORDER)
     (tmp_path / "inbox").mkdir(exist_ok=True)
     config = tmp_path / "streamfn.toml"
-    config.write_text(body)
+    config.write_text(body.replace('handler = "', f'runtime = "{runtime}"\nhandler = "'))
     return config
 
 
 def test_a_failing_handler_is_retried_then_recorded_as_retries_exhausted(
-    tmp_path: Path, service
+    tmp_path: Path, service, function_runtime: str
 ) -> None:
     config = write_pipeline(
         tmp_path,
-        """
+        runtime=function_runtime,
+        body="""
 [functions.broken]
 handler = "failing:handler"
 [functions.broken.async]

@@ -37,7 +37,9 @@ def handler(event, context):
 """
 
 
-def make_pipeline(tmp_path: Path, *, max_concurrency: int = 16, delay: float = 0.0) -> Path:
+def make_pipeline(
+    tmp_path: Path, *, max_concurrency: int = 16, delay: float = 0.0, runtime: str = "python"
+) -> Path:
     (tmp_path / "fn.py").write_text(HANDLER)
     if delay:
         (tmp_path / "delay").write_text(str(delay))
@@ -50,6 +52,7 @@ drain_timeout = 10
 [functions.collect]
 handler = "fn:handler"
 timeout = 10
+runtime = "{runtime}"
 
 [[event_sources]]
 function = "collect"
@@ -115,8 +118,10 @@ def drop_files(inbox: Path) -> set[str]:
     return expected
 
 
-def test_two_hundred_files_are_each_handled_exactly_once(tmp_path: Path, service) -> None:
-    config = make_pipeline(tmp_path)
+def test_two_hundred_files_are_each_handled_exactly_once(
+    tmp_path: Path, service, function_runtime: str
+) -> None:
+    config = make_pipeline(tmp_path, runtime=function_runtime)
     running: Service = service(config)
     running.wait_started()
     expected = drop_files(tmp_path / "inbox")
@@ -153,9 +158,13 @@ def test_files_present_at_startup_are_processed_and_remembered(tmp_path: Path, s
     assert calls(tmp_path) == {**{f"early-{i}.txt": 1 for i in range(1, 5)}, "early-0.txt": 2}
 
 
-def test_sigkill_loses_no_file_and_repeats_only_in_flight_ones(tmp_path: Path, service) -> None:
+def test_sigkill_loses_no_file_and_repeats_only_in_flight_ones(
+    tmp_path: Path, service, function_runtime: str
+) -> None:
     concurrency = 4
-    config = make_pipeline(tmp_path, max_concurrency=concurrency, delay=0.2)
+    config = make_pipeline(
+        tmp_path, max_concurrency=concurrency, delay=0.2, runtime=function_runtime
+    )
     first = service(config)
     first.wait_started()
     inbox = tmp_path / "inbox"
