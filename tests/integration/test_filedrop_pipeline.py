@@ -204,3 +204,22 @@ def test_a_symlink_pointing_outside_is_skipped_with_a_warning(tmp_path: Path, se
     assert running.terminate() == 0
     assert "link.txt" not in calls(tmp_path)
     assert unquote_plus("link.txt") not in calls(tmp_path, "start")
+
+
+def test_filters_drop_events_before_any_invocation(tmp_path: Path, service) -> None:
+    config = make_pipeline(tmp_path)
+    config.write_text(
+        config.read_text()
+        + """filters = ['{"Records": {"s3": {"object": {"key": [{"suffix": ".csv"}]}}}}',
+           '{"Records": {"s3": {"object": {"size": [{"numeric": [">", 100]}]}}}}']
+"""
+    )
+    running = service(config)
+    running.wait_started()
+    inbox = tmp_path / "inbox"
+    (inbox / "small.txt").write_text("tiny")
+    (inbox / "data.csv").write_text("a,b")
+    (inbox / "big.txt").write_text("x" * 200)
+    wait_for(lambda: set(calls(tmp_path)) == {"data.csv", "big.txt"}, message="matching files")
+    assert running.terminate() == 0
+    assert "small.txt" not in calls(tmp_path, "start")
