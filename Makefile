@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/streamfn run examples/quickstart/streamfn.toml
+	$(BIN)/streamfn run --embedded-kafka examples/quickstart/streamfn.toml
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest

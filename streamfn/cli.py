@@ -1,6 +1,6 @@
 """``streamfn`` (and ``python -m streamfn``): the command line.
 
-    streamfn run [CONFIG]                    the long-running service
+    streamfn run [CONFIG] [--embedded-kafka] the long-running service
     streamfn validate [CONFIG]               check a config file; exit 2 on an error
     streamfn invoke FUNCTION [--payload JSON | --payload @FILE] [--config CONFIG]
     streamfn test-pattern PATTERN EVENT      EventBridge TestEventPattern: prints true/false
@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import sys
 import uuid
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import anyio
 import msgspec
@@ -27,8 +28,14 @@ from streamfn.config import Config, load_config
 from streamfn.errors import ConfigError, InvalidPatternError, StreamfnError
 from streamfn.plugins import Registry
 from streamfn.runtime.base import FUNCTION_LOGGER
+from streamfn.sources import StreamSourceConfig
+
+if TYPE_CHECKING:
+    from streamfn.engine import Engine
 
 DEFAULT_CONFIG = "streamfn.toml"
+EMBEDDED_KAFKA_ENV = "STREAMFN_EMBEDDED_KAFKA"
+EMBEDDED_PARTITIONS = 3  # of each topic created on the embedded broker
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the pipeline service")
     run.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    run.add_argument(
+        "--embedded-kafka",
+        action="store_true",
+        help='start a Kafka-compatible broker for sources with bootstrap_servers = "embedded"',
+    )
     run.set_defaults(command=_run)
 
     validate = commands.add_parser("validate", help="check a config file")
@@ -101,26 +113,78 @@ def _run(args: argparse.Namespace) -> int:
     from streamfn.engine import Engine
 
     config, registry = _load(args.config)
-    engine = Engine(config, registry)
+    embedded = _embedded_topics(config)
+    if embedded and not args.embedded_kafka:
+        raise ConfigError(
+            'bootstrap_servers = "embedded" needs `streamfn run --embedded-kafka`', file=args.config
+        )
 
     async def main() -> None:
-        async with anyio.create_task_group() as tg:
-
-            async def on_signal() -> None:
-                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    async for signum in signals:
-                        logging.getLogger("streamfn").info(
-                            "received %s", signal.Signals(signum).name
-                        )
-                        engine.stop()
-                        break
-
-            tg.start_soon(on_signal)
-            await engine.run()
-            tg.cancel_scope.cancel()
+        async with contextlib.AsyncExitStack() as stack:
+            if args.embedded_kafka:
+                engine = Engine(await _start_embedded_kafka(stack, config, embedded), registry)
+            else:
+                engine = Engine(config, registry)
+            await _serve(engine)
 
     anyio.run(main, backend_options={"use_uvloop": True})
     return 0
+
+
+def _embedded_topics(config: Config) -> set[str]:
+    """Topics of the sources that use the embedded broker (none: no source does)."""
+    topics: set[str] = set()
+    for source in config.event_sources:
+        if isinstance(source, StreamSourceConfig):
+            topics.update(source.embedded_kafka_topics())
+    return topics
+
+
+async def _start_embedded_kafka(
+    stack: contextlib.AsyncExitStack, config: Config, topics: set[str]
+) -> Config:
+    """Start the embedded broker for the rest of ``stack``, create ``topics`` on it, and
+    return ``config`` with ``bootstrap_servers = "embedded"`` pointed at it. Functions
+    find it in the environment variable ``STREAMFN_EMBEDDED_KAFKA`` (host:port)."""
+    from streamfn.embedded import create_topic, open_embedded_kafka
+
+    broker = await stack.enter_async_context(open_embedded_kafka())
+    servers = broker.bootstrap_servers
+    for topic in sorted(topics):
+        await create_topic(servers, topic, EMBEDDED_PARTITIONS, exist_ok=True)
+    os.environ[EMBEDDED_KAFKA_ENV] = servers
+    logging.getLogger("streamfn").info(
+        "embedded Kafka broker at %s (memory storage; topics: %s)",
+        servers,
+        ", ".join(sorted(topics)) or "none yet",
+    )
+    sources = tuple(
+        source.with_embedded_kafka(servers) if isinstance(source, StreamSourceConfig) else source
+        for source in config.event_sources
+    )
+    return msgspec.structs.replace(config, event_sources=sources)
+
+
+async def _serve(engine: Engine) -> None:
+    """Run ``engine`` until it stops; SIGINT or SIGTERM stops it gracefully."""
+    async with anyio.create_task_group() as tg:
+
+        async def on_signal() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    logging.getLogger("streamfn").info("received %s", signal.Signals(signum).name)
+                    engine.stop()
+                    break
+
+        tg.start_soon(on_signal)
+        failure: StreamfnError | None = None
+        try:
+            await engine.run()
+        except StreamfnError as exc:  # raised after the group, so main() reports it plainly
+            failure = exc
+        tg.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -137,7 +201,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _invoke(args: argparse.Namespace) -> int:
-    from streamfn.runtime.inline import open_inline_runtime
+    from streamfn.runtime.router import open_runtime
     from streamfn.types import InvocationRequest
 
     config, _ = _load(args.config)
@@ -159,7 +223,7 @@ def _invoke(args: argparse.Namespace) -> int:
     async def main() -> bool:
         from streamfn.clock import SystemClock
 
-        async with open_inline_runtime(config, clock=SystemClock()) as runtime:
+        async with open_runtime(config, clock=SystemClock()) as runtime:
             request = InvocationRequest(
                 function=args.function, payload=payload, request_id=str(uuid.uuid4())
             )

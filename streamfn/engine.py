@@ -5,6 +5,12 @@ the async dispatcher and every event source. ``stop()`` (SIGINT / SIGTERM in the
 stops intake first (sources are cancelled, the dispatcher leases nothing more), lets
 in-flight invocations finish for up to ``drain_timeout`` seconds, then cancels the rest:
 anything unfinished is still in the durable queue and runs after the next start.
+
+Stream sources (connector kind ``"stream"``, e.g. Kafka) are not in the async path: each
+runs as a :class:`~streamfn.invoke.stream.StreamMapping` that invokes batches directly.
+On stop, after the event sources are cancelled, every mapping stops fetching, lets its
+in-flight batches finish (within ``drain_timeout``) and commits, before the async queue
+drains; a mapping's failure records for ``function:`` destinations still reach the queue.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import cast
 
 import anyio
 import msgspec
@@ -21,17 +28,22 @@ from streamfn.clock import Clock, SystemClock
 from streamfn.config import Config, SourceConfig
 from streamfn.errors import SourceError
 from streamfn.invoke.async_queue import AsyncQueue
+from streamfn.invoke.destinations import DestinationWriter
 from streamfn.invoke.invoker import Invoker
+from streamfn.invoke.stream import StreamMapping, StreamMappingPolicy
 from streamfn.mapper.filtering import compile_filters
 from streamfn.mapper.idempotency import key_from_path
 from streamfn.plugins import Registry
-from streamfn.runtime.base import Runtime
-from streamfn.runtime.inline import open_inline_runtime
-from streamfn.sources import SourceContext
+from streamfn.runtime.base import Runtime, function_arn
+from streamfn.runtime.router import open_runtime
+from streamfn.sources import SourceContext, StreamSource, StreamSourceConfig
 from streamfn.state.base import StateStore
 from streamfn.state.sqlite import open_sqlite_store
 
 log = logging.getLogger("streamfn.engine")
+
+STREAM_CLOSE_GRACE = 15.0
+"""Seconds beyond ``drain_timeout`` a stream mapping may take to commit and disconnect."""
 
 
 @dataclass
@@ -47,6 +59,8 @@ class Engine:
     registry: Registry
     clock: Clock = field(default_factory=SystemClock)
     sources: dict[str, SourceStatistics] = field(default_factory=dict)
+    streams: dict[str, StreamMapping] = field(default_factory=dict)
+    """Running stream mappings by name; ``statistics()`` of each gives its counters."""
 
     def __post_init__(self) -> None:
         self._stop = anyio.Event()
@@ -60,21 +74,30 @@ class Engine:
     async def run(self) -> None:
         async with self.open() as queue, anyio.create_task_group() as tg:
             await tg.start(queue.run)
-            with anyio.CancelScope() as intake:
-                async with anyio.create_task_group() as sources:
-                    for name, source in self._source_names().items():
-                        sources.start_soon(self._run_source, name, source, queue)
-                    self.started.set()
-                    log.info(
-                        "streamfn is running: %d function(s), %d event source(s)",
-                        len(self.config.functions),
-                        len(self.config.event_sources),
-                    )
-                    await self._stop.wait()
-                    intake.cancel()
+            async with anyio.create_task_group() as streams:
+                with anyio.CancelScope() as intake:
+                    async with anyio.create_task_group() as sources:
+                        for name, source in self._source_names().items():
+                            if isinstance(source, StreamSourceConfig):
+                                mapping = self._stream_mapping(name, source, queue)
+                                streams.start_soon(self._run_stream, name, mapping)
+                            else:
+                                sources.start_soon(self._run_source, name, source, queue)
+                        self.started.set()
+                        log.info(
+                            "streamfn is running: %d function(s), %d event source(s)",
+                            len(self.config.functions),
+                            len(self.config.event_sources),
+                        )
+                        await self._stop.wait()
+                        intake.cancel()
+                for mapping in self.streams.values():
+                    mapping.stop()  # each drains its in-flight batches and commits
+                streams.cancel_scope.deadline = (
+                    anyio.current_time() + self.config.service.drain_timeout + STREAM_CLOSE_GRACE
+                )
             log.info(
-                "stopping: no new events taken; waiting up to %.0fs for %d in-flight "
-                "invocation(s)",
+                "stopping: no new events taken; waiting up to %.0fs for %d in-flight invocation(s)",
                 self.config.service.drain_timeout,
                 queue.in_flight(),
             )
@@ -96,7 +119,7 @@ class Engine:
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         async with (
             open_sqlite_store(self.config.state_dir / "state.db") as store,
-            open_inline_runtime(self.config, clock=self.clock) as runtime,
+            open_runtime(self.config, clock=self.clock) as runtime,
         ):
             self.queue = self._wire(store, runtime)
             yield self.queue
@@ -144,10 +167,46 @@ class Engine:
         except Exception as exc:
             # A source that cannot read stops the service, loudly; what it already emitted
             # is durable and drains as on any stop.
-            self.failure = SourceError(f"event source {name} failed: {exc}")
-            self.failure.__cause__ = exc
-            log.error("%s", self.failure)
-            self.stop()
+            self._failed(name, exc)
+
+    def _stream_mapping(
+        self, name: str, config: StreamSourceConfig, queue: AsyncQueue
+    ) -> StreamMapping:
+        connector = self.registry.connector(config.type_name())
+        # A "stream" connector's factory returns a StreamSource (see streamfn.sources).
+        source = cast(StreamSource, connector.create(config))
+        service = self.config.service
+        mapping = StreamMapping(
+            name=name,
+            policy=StreamMappingPolicy.from_config(
+                config,
+                function_timeout=self.config.functions[config.function].timeout,
+                drain_timeout=service.drain_timeout,
+            ),
+            source=source,
+            invoke=self.invoker.invoke,
+            destinations=DestinationWriter(self.config.root, queue.enqueue),
+            function_arn=function_arn(
+                config.function, region=service.region, account=service.account
+            ),
+            clock=self.clock,
+            log=logging.getLogger(f"streamfn.source.{name}"),
+        )
+        self.streams[name] = mapping
+        return mapping
+
+    async def _run_stream(self, name: str, mapping: StreamMapping) -> None:
+        try:
+            await mapping.run()
+        except Exception as exc:
+            # Offsets committed so far cover only finished records: nothing is lost.
+            self._failed(name, exc)
+
+    def _failed(self, name: str, exc: Exception) -> None:
+        self.failure = SourceError(f"event source {name} failed: {exc}")
+        self.failure.__cause__ = exc
+        log.error("%s", self.failure)
+        self.stop()
 
 
 def _emitter(

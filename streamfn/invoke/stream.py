@@ -1,0 +1,411 @@
+"""The driver of a stream event-source mapping: Lambda's Kafka mapping, self-hosted.
+
+Theory of operation. One :class:`StreamMapping` owns one :class:`~streamfn.sources.
+StreamSource` and the pure mapper objects, and runs three kinds of task in one task group:
+
+- the **fetch loop** asks the source for records, waiting at most until the next batching
+  deadline. Each record is *tracked* by the partition's offset tracker, matched against the
+  filters (a filtered record is finished at once), and added to the batch builder; then the
+  due batches are cut and started. Nothing awaits between a fetch returning and its records
+  being tracked, so a rebalance never sees half a fetch.
+- one **batch task** per batch in flight (:mod:`streamfn.invoke.stream_lanes`): at most
+  ``parallelization_factor`` per partition, as each lane has at most one batch in flight.
+  When it ends it frees its lane and starts whatever became due.
+- the **commit loop** commits, every ``commit_interval``, each partition's watermark: the
+  lowest offset not finished, so a commit never passes an in-flight, failing or buffered
+  record and a crash redelivers from there.
+
+Backpressure: a partition that holds ``max_pending`` unfinished records (fetched, buffered,
+in flight or retrying) is *held*: fetches leave it out, and what the client prefetched for it
+waits there (one fetch response at most). When every partition is held, or the buffered and
+in-flight records pass ``max_pending_bytes``, the loop stops fetching until a batch ends; if
+that stall lasts ``pause_after`` seconds the partitions are *paused* at the source and
+fetching resumes, which keeps a Kafka consumer polling (and in its group) without taking
+records. (Pausing is kept for long stalls because it drops the client's prefetched data.)
+So memory is bounded by those budgets plus one fetch, however slow the function is, and a
+partition stuck on a failing record stops only itself.
+
+Rebalance (:meth:`revoked`, awaited by the source inside its group protocol): the
+partitions stop taking batches and drop their buffered records; in-flight batches may finish
+for up to the function timeout (plus a grace period), then are cancelled; the watermark is
+committed; only then does the call return and the group hand the partitions on. Stopping
+the mapping (:meth:`stop`) is the same for every partition, bounded by ``drain_timeout``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Mapping, Sequence
+
+import anyio
+from anyio.abc import TaskGroup
+
+from streamfn.clock import Clock
+from streamfn.errors import SourceError
+from streamfn.invoke.destinations import DestinationWriter
+from streamfn.invoke.stream_lanes import BatchRunner, Counters, InvokeFn, wait_event
+from streamfn.invoke.stream_policy import StreamMappingPolicy, StreamStatistics, filter_view
+from streamfn.mapper.batching import Batch, BatchBuilder, Oversize
+from streamfn.mapper.filtering import compile_filters
+from streamfn.mapper.offsets import OffsetTracker, PartitionOffsets
+from streamfn.sources import StreamPosition, StreamSource
+from streamfn.types import StreamRecord, TopicPartition
+
+__all__ = ["StreamMapping", "StreamMappingPolicy", "StreamStatistics", "filter_view"]
+
+CLOSE_TIMEOUT = 10.0
+"""Seconds closing the source may take (leaving the group), even when the mapping is
+cancelled."""
+
+
+class _Partition:
+    """An assigned partition: its watermark, and the tasks working on it."""
+
+    __slots__ = ("idle", "offsets", "revoked", "scopes", "tasks", "tp")
+
+    def __init__(self, tp: TopicPartition, offsets: PartitionOffsets) -> None:
+        self.tp = tp
+        self.offsets = offsets
+        self.revoked = anyio.Event()  # set when it is being taken away (or the mapping stops)
+        self.scopes: set[anyio.CancelScope] = set()
+        self.tasks = 0
+        self.idle = anyio.Event()
+        self.idle.set()
+
+
+class StreamMapping:
+    """One event-source mapping over a stream source; see the module docstring.
+
+    Implements :class:`~streamfn.sources.StreamListener` for its source.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        policy: StreamMappingPolicy,
+        source: StreamSource,
+        invoke: InvokeFn,
+        destinations: DestinationWriter | None,
+        function_arn: str,
+        clock: Clock,
+        log: logging.Logger | None = None,
+    ) -> None:
+        self.name = name
+        self.policy = policy
+        self._source = source
+        self._clock = clock
+        self._log = log or logging.getLogger(f"streamfn.source.{name}")
+        self._matches = compile_filters(policy.filters)
+        self._builder = BatchBuilder(policy.batch)
+        self._tracker = OffsetTracker()
+        self._partitions: dict[TopicPartition, _Partition] = {}
+        self._held: set[TopicPartition] = set()  # left out of fetches
+        self._stalled = False  # nothing may be fetched now
+        self._unstalled = anyio.Event()
+        self._paused: set[TopicPartition] = set()  # paused at the source
+        self._in_flight = 0
+        self._in_flight_bytes = 0
+        self._counters = Counters()
+        self._runner = BatchRunner(
+            function=policy.function,
+            function_arn=function_arn,
+            retry=policy.retry,
+            on_failure=policy.on_failure,
+            invoke=invoke,
+            destinations=destinations,
+            produce=source.produce,
+            bootstrap_servers=source.bootstrap_servers,
+            clock=clock,
+            counters=self._counters,
+            log=self._log,
+            destination_retry=policy.destination_retry,
+        )
+        self._fetching = anyio.CancelScope()
+        self._narrow_fetch: anyio.CancelScope | None = None
+        self._commit_lock = anyio.Lock()
+        self._release_lock = anyio.Lock()
+        self._tg: TaskGroup | None = None
+        self.started = anyio.Event()  # set once the source is open
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Open the source and run until :meth:`stop`; then drain, commit and close it.
+
+        Raises what the source raises (SourceError), unwrapped from the task group."""
+        try:
+            await self._run()
+        except BaseExceptionGroup as group:
+            raise _sole(group)  # noqa: B904 - keeps the inner exception's own cause
+
+    async def _run(self) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                with self._fetching:
+                    await self._source.open(self)
+                    self.started.set()
+                    tg.start_soon(self._commit_loop)
+                    await self._fetch_loop()
+                drain = min(self.policy.drain_timeout, self._revoke_timeout)
+                await self._release(list(self._partitions), drain_s=drain, why="stopping")
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
+                await self._source.aclose()
+
+    def stop(self) -> None:
+        """Stop fetching; :meth:`run` then drains, commits and returns."""
+        self._fetching.cancel()
+
+    def statistics(self) -> StreamStatistics:
+        """A snapshot of the counters, and per assigned partition its last commit and lag."""
+        c = self._counters
+        committed, lag = {}, {}
+        for tp, part in self._partitions.items():
+            if (last := part.offsets.last_committed) is not None:
+                committed[str(tp)] = last
+            end, mark = self._source.end_offset(tp), part.offsets.committable()
+            if end is not None and mark is not None:
+                lag[str(tp)] = max(0, end - mark)
+        return StreamStatistics(
+            records_received=c.received,
+            records_delivered=c.delivered,
+            records_filtered=c.filtered,
+            records_failed=c.failed,
+            batches=c.batches,
+            retries=c.retries,
+            throttles=c.throttles,
+            destination_errors=c.destination_errors,
+            in_flight_batches=self._in_flight,
+            buffered_records=self._builder.buffered_count,
+            paused_partitions=tuple(sorted(str(tp) for tp in self._held | self._paused)),
+            committed=committed,
+            offset_lag=lag,
+        )
+
+    # -- StreamListener -----------------------------------------------------------------------
+
+    async def assigned(self, partitions: Mapping[TopicPartition, StreamPosition]) -> None:
+        for tp, start in partitions.items():
+            part = self._partitions.get(tp)
+            if part is not None and part.offsets.committable() is not None:
+                if start.committed is not None:  # records arrived before this call: keep them
+                    part.offsets.committed(start.committed)
+                continue
+            self._register(tp, start)
+        self._log.info(
+            "assigned %s",
+            ", ".join(
+                f"{tp} at offset {start.position}"
+                if start.position is not None
+                else f"{tp} (from its first record at the starting position)"
+                for tp, start in partitions.items()
+            )
+            or "no partitions",
+        )
+
+    async def revoked(self, partitions: Collection[TopicPartition]) -> None:
+        await self._release(partitions, drain_s=self._revoke_timeout, why="revoked")
+
+    # -- fetching and dispatching -------------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        policy, clock = self.policy, self._clock
+        stalled_since: float | None = None
+        while True:
+            wait = policy.fetch_wait
+            deadline = self._builder.next_deadline()
+            if deadline is not None:
+                wait = max(0.0, min(wait, deadline - clock.monotonic()))
+            if self._stalled:
+                now = clock.monotonic()
+                stalled_since = now if stalled_since is None else stalled_since
+                if now - stalled_since < policy.pause_after:
+                    # Nothing may be fetched: wait for a batch to end (or a deadline).
+                    self._unstalled = anyio.Event()
+                    await wait_event(clock, self._unstalled, min(wait, policy.pause_after))
+                    self._progress()
+                    continue
+                self._pause_all()  # a long stall: keep polling, to stay in the group
+            else:
+                stalled_since = None
+            held = self._held
+            only = None  # every partition: none is held, or all are paused at the source
+            if held and not self._paused:
+                only = [tp for tp in self._partitions if tp not in held]
+            # A fetch that leaves held partitions out is cut short when one may flow again.
+            with anyio.CancelScope() as self._narrow_fetch:
+                if only is None:
+                    self._narrow_fetch = None
+                fetched = await self._source.fetch(wait, policy.fetch_max_records, only)
+                self._accept(fetched)
+            self._narrow_fetch = None
+            self._progress()
+
+    def _accept(self, fetched: Mapping[TopicPartition, Sequence[StreamRecord]]) -> None:
+        if not fetched:
+            return
+        now = self._clock.monotonic()
+        matches, add, counters = self._matches, self._builder.add, self._counters
+        for tp, records in fetched.items():
+            part = self._partitions.get(tp)
+            if part is None:
+                part = self._register(tp, StreamPosition(None, None))
+            elif part.revoked.is_set():
+                continue
+            offsets = part.offsets
+            counters.received += len(records)
+            for record in records:
+                try:
+                    offsets.track(record.offset)
+                except ValueError:  # fetched again after a seek: already tracked
+                    counters.received -= 1
+                    continue
+                if matches is not None and not matches(filter_view(record)):
+                    offsets.finish(record.offset)
+                    counters.filtered += 1
+                    continue
+                oversize = add(record, now)
+                if oversize is not None:
+                    self._start(part, None, oversize)
+
+    def _progress(self) -> None:
+        """Start every batch that is due, and hold or release partitions to fit the budgets
+        (see the module docstring)."""
+        for batch in self._builder.ready(self._clock.monotonic()):
+            self._start(self._partitions[batch.tp], batch, None)
+        policy, partitions = self.policy, self._partitions
+        limit = policy.max_pending
+        held = {tp for tp, part in partitions.items() if part.offsets.pending >= limit}
+        if self._narrow_fetch is not None and not held >= self._held:
+            self._narrow_fetch.cancel()
+        self._held = held
+        self._stalled = bool(partitions) and (
+            len(held) == len(partitions)
+            or self._builder.buffered_bytes + self._in_flight_bytes >= policy.max_pending_bytes
+        )
+        if not self._stalled:
+            self._unstalled.set()
+            if self._paused:
+                self._source.resume(list(self._paused))
+                self._paused.clear()
+
+    def _pause_all(self) -> None:
+        pause = [tp for tp in self._partitions if tp not in self._paused]
+        if pause:
+            self._source.pause(pause)
+            self._paused.update(pause)
+
+    def _start(self, part: _Partition, batch: Batch | None, oversize: Oversize | None) -> None:
+        assert self._tg is not None
+        part.tasks += 1
+        if part.tasks == 1:
+            part.idle = anyio.Event()
+        self._tg.start_soon(self._run_batch, part, batch, oversize)
+
+    async def _run_batch(
+        self, part: _Partition, batch: Batch | None, oversize: Oversize | None
+    ) -> None:
+        cost = batch.payload_bytes if batch is not None else 0
+        self._in_flight += 1
+        self._in_flight_bytes += cost
+        try:
+            with anyio.CancelScope() as scope:
+                part.scopes.add(scope)
+                if batch is not None:
+                    await self._runner.run(batch, part.offsets, part.revoked)
+                elif oversize is not None:
+                    await self._runner.run_oversize(oversize, part.offsets, part.revoked)
+        finally:
+            part.scopes.discard(scope)
+            self._in_flight -= 1
+            self._in_flight_bytes -= cost
+            part.tasks -= 1
+            if part.tasks == 0:
+                part.idle.set()
+            if batch is not None:
+                self._builder.done(batch)
+        if not part.revoked.is_set():
+            self._progress()
+
+    def _register(self, tp: TopicPartition, start: StreamPosition) -> _Partition:
+        offsets = self._tracker.assign(tp, start.position, committed=start.committed)
+        part = self._partitions[tp] = _Partition(tp, offsets)
+        return part
+
+    # -- committing and releasing -------------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._clock.sleep(self.policy.commit_interval)
+            await self._commit()
+
+    async def _commit(self, only: Collection[TopicPartition] | None = None) -> None:
+        async with self._commit_lock:
+            offsets = self._tracker.to_commit()
+            if only is not None:
+                offsets = {tp: offset for tp, offset in offsets.items() if tp in only}
+            if not offsets:
+                return
+            try:
+                await self._source.commit(offsets)
+            except SourceError as exc:
+                self._log.warning("commit failed (%s); unfinished records are redelivered", exc)
+                return
+            self._tracker.committed(offsets)
+            self._log.debug("committed %s", _describe(offsets))
+
+    async def _release(
+        self, partitions: Collection[TopicPartition], *, drain_s: float, why: str
+    ) -> None:
+        """Stop, drain (for up to ``drain_s``), commit and forget ``partitions``."""
+        async with self._release_lock:
+            parts = [self._partitions[tp] for tp in partitions if tp in self._partitions]
+            if not parts:
+                return
+            for part in parts:
+                part.revoked.set()
+                self._builder.drop_partition(part.tp)
+            busy = sum(part.tasks for part in parts)
+            if busy:
+                self._log.info(
+                    "%s: waiting up to %gs for %d in-flight batch(es)", why, drain_s, busy
+                )
+            deadline = self._clock.monotonic() + drain_s
+            for part in parts:
+                await wait_event(self._clock, part.idle, deadline - self._clock.monotonic())
+            for part in parts:
+                for scope in list(part.scopes):
+                    scope.cancel()
+                await part.idle.wait()
+            await self._commit(only={part.tp for part in parts})
+            for part in parts:
+                self._tracker.revoke(part.tp)
+                self._partitions.pop(part.tp, None)
+                self._paused.discard(part.tp)
+                self._held.discard(part.tp)
+            self._log.info(
+                "%s: released %s",
+                why,
+                ", ".join(f"{part.tp} (committed {part.offsets.last_committed})" for part in parts),
+            )
+
+    @property
+    def _revoke_timeout(self) -> float:
+        return self.policy.function_timeout + self.policy.revoke_grace
+
+
+def _sole(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception inside nested groups, or the group if there are several."""
+    while len(group.exceptions) == 1:
+        inner = group.exceptions[0]
+        if not isinstance(inner, BaseExceptionGroup):
+            return inner
+        group = inner
+    return group
+
+
+def _describe(offsets: Mapping[TopicPartition, int]) -> str:
+    return ", ".join(f"{tp}@{offset}" for tp, offset in sorted(offsets.items()))
