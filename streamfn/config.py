@@ -246,6 +246,11 @@ def _convert(raw: Any, kind: type[_T], *, file: str, prefix: str) -> _T:
         elif missing := _MISSING_FIELD.match(message):
             message = "required field is missing"
             parts = [*parts, missing["field"]]
+        elif message.startswith("Invalid enum value"):
+            allowed = _allowed_values(kind, parts)
+            message = message[0].lower() + message[1:]
+            if allowed:
+                message += f"; allowed: {', '.join(allowed)}"
         elif named := _FIELD_CHECK.match(message):
             message = named["message"]
             parts = [*parts, named["field"]]
@@ -284,19 +289,32 @@ def _value_at(raw: Any, parts: list[str | int]) -> Any:
     return raw
 
 
-def _fields_at(kind: Any, parts: list[str | int]) -> list[str]:
-    """Names of the fields allowed in the Struct found at ``parts`` below ``kind``."""
+def _type_at(kind: Any, parts: list[str | int]) -> Any:
+    """The declared type found at ``parts`` below the Struct type ``kind`` (or None)."""
     for part in parts:
         if isinstance(kind, type) and issubclass(kind, msgspec.Struct):
             fields = {f.encode_name: f.type for f in msgspec.structs.fields(kind)}
             kind = fields.get(str(part))
-        else:
-            args = getattr(kind, "__args__", ())
+        else:  # a container: list[X], tuple[X, ...], dict[K, X]
+            args = [arg for arg in getattr(kind, "__args__", ()) if arg is not Ellipsis]
             kind = args[-1] if args else None
         kind = _unwrap(kind)
-    if isinstance(kind, type) and issubclass(kind, msgspec.Struct):
-        info = msgspec.structs.fields(kind)
-        return [f.encode_name for f in info]
+    return kind
+
+
+def _fields_at(kind: Any, parts: list[str | int]) -> list[str]:
+    """Names of the fields allowed in the Struct found at ``parts`` below ``kind``."""
+    found = _type_at(kind, parts)
+    if isinstance(found, type) and issubclass(found, msgspec.Struct):
+        return [f.encode_name for f in msgspec.structs.fields(found)]
+    return []
+
+
+def _allowed_values(kind: Any, parts: list[str | int]) -> list[str]:
+    """The values a ``Literal`` (or a tuple of one) at ``parts`` allows."""
+    found = _type_at(kind, parts)
+    if getattr(found, "__origin__", None) is Literal:
+        return [str(value) for value in found.__args__]
     return []
 
 
@@ -340,6 +358,13 @@ def _check_references(config: Config, *, file: str) -> None:
                 )
     for index, source in enumerate(config.event_sources):
         path = f"event_sources[{index}]"
+        on_failure = getattr(source, "on_failure", None)
+        if isinstance(on_failure, str):
+            target = getattr(parse_destination(on_failure), "function", None)
+            if target is not None and target not in config.functions:
+                raise ConfigError(
+                    f"function {target!r} is not defined", file=file, path=f"{path}.on_failure"
+                )
         if source.function not in config.functions:
             defined = ", ".join(sorted(config.functions)) or "(none)"
             raise ConfigError(

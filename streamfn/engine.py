@@ -36,7 +36,7 @@ from streamfn.mapper.idempotency import key_from_path
 from streamfn.plugins import Registry
 from streamfn.runtime.base import Runtime, function_arn
 from streamfn.runtime.router import open_runtime
-from streamfn.sources import SourceContext, StreamSource, StreamSourceConfig
+from streamfn.sources import EventSource, SourceContext, StreamSource, StreamSourceConfig
 from streamfn.state.base import StateStore
 from streamfn.state.sqlite import open_sqlite_store
 
@@ -144,7 +144,7 @@ class Engine:
 
     async def _run_source(self, name: str, config: SourceConfig, queue: AsyncQueue) -> None:
         connector = self.registry.connector(config.type_name())
-        source = connector.create(config)
+        source = cast(EventSource, connector.create(config))  # its kind is "event"
         stats = self.sources.setdefault(name, SourceStatistics())
         matches = compile_filters(config.filters)
         store = queue.store
@@ -173,8 +173,7 @@ class Engine:
         self, name: str, config: StreamSourceConfig, queue: AsyncQueue
     ) -> StreamMapping:
         connector = self.registry.connector(config.type_name())
-        # A "stream" connector's factory returns a StreamSource (see streamfn.sources).
-        source = cast(StreamSource, connector.create(config))
+        source = cast(StreamSource, connector.create(config))  # its kind is "stream"
         service = self.config.service
         mapping = StreamMapping(
             name=name,

@@ -25,13 +25,13 @@ from streamfn.errors import PluginError
 
 if TYPE_CHECKING:
     from streamfn.config import SourceConfig
-    from streamfn.sources import EventSource
+    from streamfn.sources import EventSource, StreamSource
 
 GROUP = "streamfn.connectors"
 
 
 class SourceFactory(Protocol):
-    def __call__(self, config: SourceConfig, /) -> EventSource: ...
+    def __call__(self, config: SourceConfig, /) -> EventSource | StreamSource: ...
 
 
 @dataclass(frozen=True, slots=True)

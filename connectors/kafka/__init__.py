@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from streamfn.config import SourceConfig
 from streamfn.plugins import Connector
@@ -10,16 +10,14 @@ from streamfn.plugins import Connector
 from .config import KafkaConfig
 
 if TYPE_CHECKING:
-    from streamfn.sources import EventSource
+    from .source import KafkaSource
 
 
-def _create(config: SourceConfig) -> EventSource:
+def _create(config: SourceConfig) -> KafkaSource:
     from .source import KafkaSource
 
     assert isinstance(config, KafkaConfig)
-    # A "stream" connector returns a StreamSource; Connector.create is typed for event
-    # sources only, so the engine casts it back (see streamfn.sources).
-    return cast("EventSource", KafkaSource(config))
+    return KafkaSource(config)
 
 
 plugin = Connector(name="kafka", config=KafkaConfig, create=_create, kind="stream")

@@ -28,6 +28,33 @@ def wait_for(
         time.sleep(0.05)
 
 
+def child_processes() -> dict[int, str]:
+    """Child processes of this test process, zombies included: pid → "state command"."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        command = stat[stat.find("(") + 1 : stat.rfind(")")]
+        state, ppid = stat[stat.rfind(")") + 1 :].split()[:2]
+        if int(ppid) == os.getpid():
+            found[int(entry.name)] = f"{state} {command}"
+    return found
+
+
+@pytest.fixture
+def no_child_left() -> Iterator[None]:
+    """Fails a test that leaves child processes behind (ones that were there before it, like
+    the session's Kafka broker, do not count)."""
+    before = set(child_processes())
+    yield
+    left = {pid: what for pid, what in child_processes().items() if pid not in before}
+    assert left == {}, f"processes left behind: {left}"
+
+
 class Service:
     """One `streamfn run CONFIG` process with its output in files."""
 

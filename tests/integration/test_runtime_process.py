@@ -54,26 +54,8 @@ def lines() -> Iterator[list[str]]:
 
 
 @pytest.fixture(autouse=True)
-def no_child_left() -> Iterator[None]:
-    yield
-    assert children() == [], "processes left behind by the runtime"
-
-
-def children() -> list[str]:
-    """Child processes of this process (zombies included), as ``pid state command``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        _, _, rest = stat.rpartition(")")
-        state, ppid = rest.split()[:2]
-        if int(ppid) == os.getpid():
-            found.append(f"{entry.name} {state} {stat.split()[1]}")
-    return found
+def _no_child_left(no_child_left: None) -> None:
+    """Every test here checks that the runtime leaves no process behind."""
 
 
 def alive(pid: int) -> bool:

@@ -196,3 +196,16 @@ class _NoListener:
 
     async def revoked(self, partitions: object) -> None:
         raise AssertionError("not reached")
+
+
+def test_enum_errors_list_the_allowed_values() -> None:
+    message = error(starting_position="EARLIEST")
+    assert "event_sources[0].starting_position: invalid enum value 'EARLIEST'" in message
+    assert "allowed: TRIM_HORIZON, LATEST, AT_TIMESTAMP" in message
+    message = error(function_response_types=["ReportItemFailures"])
+    assert "allowed: ReportBatchItemFailures" in message
+
+
+def test_a_function_failure_destination_must_be_defined() -> None:
+    message = error(on_failure="function:ghost")
+    assert "event_sources[0].on_failure: function 'ghost' is not defined" in message
