@@ -248,7 +248,7 @@ class StreamMapping:
         if not fetched:
             return
         now = self._clock.monotonic()
-        matches, add, counters = self._matches, self._builder.add, self._counters
+        matches, counters = self._matches, self._counters
         for tp, records in fetched.items():
             part = self._partitions.get(tp)
             if part is None:
@@ -257,6 +257,7 @@ class StreamMapping:
                 continue
             offsets = part.offsets
             counters.received += len(records)
+            accepted: list[StreamRecord] = []
             for record in records:
                 try:
                     offsets.track(record.offset)
@@ -267,9 +268,9 @@ class StreamMapping:
                     offsets.finish(record.offset)
                     counters.filtered += 1
                     continue
-                oversize = add(record, now)
-                if oversize is not None:
-                    self._start(part, None, oversize)
+                accepted.append(record)
+            for oversize in self._builder.extend(tp, accepted, now):
+                self._start(part, None, oversize)
 
     def _progress(self) -> None:
         """Start every batch that is due, and hold or release partitions to fit the budgets

@@ -51,6 +51,7 @@ from streamfn.config import Config
 from streamfn.runtime import logs
 from streamfn.runtime.base import FUNCTION_LOGGER, function_arn
 from streamfn.runtime.context import LambdaContext, log_stream_name
+from streamfn.runtime.deadlines import Deadlines
 from streamfn.runtime.handlers import Handler, HandlerLoader
 from streamfn.runtime.invocation import Ended as _Ended
 from streamfn.runtime.invocation import Fault as _Fault
@@ -72,8 +73,15 @@ class InlineRuntime:
     """Runs invocations in this process; built by :func:`open_inline_runtime`."""
 
     def __init__(
-        self, config: Config, functions: dict[str, _Function], *, clock: Clock, log: logging.Logger
+        self,
+        config: Config,
+        functions: dict[str, _Function],
+        *,
+        clock: Clock,
+        log: logging.Logger,
+        deadlines: Deadlines,
     ) -> None:
+        self._deadlines = deadlines
         self._service = config.service
         self._functions = functions
         self._clock = clock
@@ -111,11 +119,8 @@ class InlineRuntime:
         ended: _Ended | None = None
         expiry = anyio.CancelScope()
         try:
-            with expiry:
-                async with anyio.create_task_group() as tasks:
-                    tasks.start_soon(self._expire, expiry, started + fn.timeout)
-                    ended = await self._run(fn, request.payload, context, call)
-                    tasks.cancel_scope.cancel()
+            with self._deadlines.limit(started + fn.timeout) as expiry:
+                ended = await self._run(fn, request.payload, context, call)
         finally:
             if (ended is None or expiry.cancel_called) and not fn.is_async:
                 self._abandon(call)  # timed out, or the caller gave up (shutdown)
@@ -151,10 +156,6 @@ class InlineRuntime:
     def statistics(self) -> InlineRuntimeStatistics:
         with self._lock:
             return InlineRuntimeStatistics(abandoned_threads=self._abandoned)
-
-    async def _expire(self, scope: anyio.CancelScope, deadline: float) -> None:
-        await self._clock.sleep(deadline - self._clock.monotonic())
-        scope.cancel()
 
     async def _run(
         self, fn: _Function, payload: bytes, context: LambdaContext, call: _Call
@@ -223,9 +224,17 @@ async def open_inline_runtime(
                 log_stream_name=log_stream_name(clock.time(), VERSION),
                 init_duration_ms=init_ms,
             )
-        yield InlineRuntime(
-            config, functions, clock=clock, log=log or logging.getLogger(FUNCTION_LOGGER)
-        )
+        deadlines = Deadlines(clock)
+        async with anyio.create_task_group() as watchdog:
+            watchdog.start_soon(deadlines.run)
+            yield InlineRuntime(
+                config,
+                functions,
+                clock=clock,
+                log=log or logging.getLogger(FUNCTION_LOGGER),
+                deadlines=deadlines,
+            )
+            watchdog.cancel_scope.cancel()
     finally:
         loader.close()
 

@@ -6,7 +6,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from streamfn.runtime.process.deadlines import Deadlines
+from streamfn.runtime.deadlines import Deadlines
 
 pytestmark = pytest.mark.anyio
 

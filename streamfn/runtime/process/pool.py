@@ -48,7 +48,7 @@ from streamfn.config import Config, FunctionConfig
 from streamfn.errors import ConfigError, HandlerImportError
 from streamfn.runtime import logs
 from streamfn.runtime.base import FUNCTION_LOGGER, function_arn
-from streamfn.runtime.process.deadlines import Deadlines
+from streamfn.runtime.deadlines import Deadlines
 from streamfn.runtime.process.environment import (
     Environment,
     InitError,
