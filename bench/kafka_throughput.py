@@ -3,13 +3,15 @@
 Run from the repository root::
 
     python bench/kafka_throughput.py [--records N] [--repeat R] [--handler sync|async]
+                                     [--runtime inline|python]
 
 It starts the embedded broker (Tansu, memory storage), produces N (default 200,000) small
 JSON records to a 4-partition topic, then times, each from the first record to the last:
 
 (a) raw: one aiokafka consumer in a fresh group, ``getmany(max_records=500)``, JSON-decoding
     every value and summing a field, committing after every ``getmany``;
-(b) streamfn: an in-process :class:`~streamfn.engine.Engine` with the inline runtime and a
+(b) streamfn: an in-process :class:`~streamfn.engine.Engine` with the inline runtime (or,
+    with ``--runtime python``, worker processes) and a
     Kafka mapping (batch_size 500, default 0.5 s batching window and commit interval) whose
     handler base64-decodes and JSON-decodes every value of its event and sums the field;
     from the first fetch that returns records to the end of the last invocation.
@@ -122,14 +124,14 @@ async def raw(servers: str, count: int) -> float:
         await consumer.stop()
 
 
-async def streamfn(servers: str, count: int, handler: str, root: Path) -> float:
+async def streamfn(servers: str, count: int, handler: str, root: Path, runtime: str) -> float:
     prefix = "async " if handler == "async" else ""
     (root / "bench_sum.py").write_text(textwrap.dedent(HANDLER).replace("{prefix}", prefix))
     sys.modules.pop("bench_sum", None)
     registry = Registry.discover()
     raw_config = {
         "service": {"state_dir": str(root / "state")},
-        "functions": {"sum": {"handler": "bench_sum:handler", "runtime": "inline"}},
+        "functions": {"sum": {"handler": "bench_sum:handler", "runtime": runtime}},
         "event_sources": [
             {
                 "function": "sum",
@@ -149,11 +151,18 @@ async def streamfn(servers: str, count: int, handler: str, root: Path) -> float:
     async with anyio.create_task_group() as tg:
         tg.start_soon(engine.run)
         await engine.started.wait()
-        # The handler's module counts what it summed; no event to wait on across that line.
-        while (state := _state()) is None or state["count"] < count:  # noqa: ASYNC110
-            await anyio.sleep(0.01)
+        if runtime == "inline":
+            # The handler's module counts what it summed; no event to wait on across that line.
+            while (state := _state()) is None or state["count"] < count:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+            last = state["last"]
+        else:  # the handler runs in a worker process: watch the mapping's counters
+            [mapping] = engine.streams.values()
+            while mapping.statistics().records_delivered < count:  # noqa: ASYNC110
+                await anyio.sleep(0.005)
+            last = time.perf_counter()
         engine.stop()
-    return float(state["count"] / (state["last"] - first[0]))
+    return count / (last - first[0])
 
 
 def _time_first_fetch() -> list[float]:
@@ -178,7 +187,7 @@ def _state() -> dict[str, float] | None:
     return getattr(module, "STATE", None)
 
 
-async def main(count: int, handler: str, repeat: int) -> None:
+async def main(count: int, handler: str, repeat: int, runtime: str) -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
@@ -193,7 +202,7 @@ async def main(count: int, handler: str, repeat: int) -> None:
         for _ in range(repeat):
             raw_rates.append(await raw(servers, count))
             with tempfile.TemporaryDirectory() as tmp:
-                our_rates.append(await streamfn(servers, count, handler, Path(tmp)))
+                our_rates.append(await streamfn(servers, count, handler, Path(tmp), runtime))
         raw_rate, ours = max(raw_rates), max(our_rates)
         runs = f"best of {repeat}: " if repeat > 1 else ""
         print(
@@ -202,7 +211,7 @@ async def main(count: int, handler: str, repeat: int) -> None:
             + ")"
         )
         print(
-            f"streamfn (inline, {handler} handler):   {ours:>10,.0f} records/s ({runs}"
+            f"streamfn ({runtime}, {handler} handler):   {ours:>10,.0f} records/s ({runs}"
             + ", ".join(f"{r:,.0f}" for r in our_rates)
             + ")"
         )
@@ -214,5 +223,18 @@ if __name__ == "__main__":
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--handler", choices=("sync", "async"), default="sync")
+    parser.add_argument(
+        "--runtime",
+        choices=("inline", "python"),
+        default="inline",
+        help="inline: in the engine (issue 3's figure); python: worker processes (issue 4's)",
+    )
     args = parser.parse_args()
-    anyio.run(main, args.records, args.handler, args.repeat, backend_options={"use_uvloop": True})
+    anyio.run(
+        main,
+        args.records,
+        args.handler,
+        args.repeat,
+        args.runtime,
+        backend_options={"use_uvloop": True},
+    )
