@@ -24,6 +24,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/async_path.py
+	$(BIN)/python bench/kafka_throughput.py
+	$(BIN)/python bench/runtime.py
+	$(BIN)/python bench/filtering.py
 
 clean:
 	rm -rf $(VENV) examples/quickstart/.streamfn
