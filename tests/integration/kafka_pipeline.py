@@ -101,6 +101,7 @@ class Pipeline:
     service: dict[str, Any] = field(default_factory=lambda: {"drain_timeout": 10})
     functions: dict[str, dict[str, Any]] = field(default_factory=dict)
     sources: list[dict[str, Any]] = field(default_factory=list)
+    runtime: str = "inline"
 
     def __post_init__(self) -> None:
         (self.root / "functions").mkdir(parents=True, exist_ok=True)
@@ -118,7 +119,7 @@ class Pipeline:
         self.functions[name] = {
             "handler": f"{name}:handler",
             "code": "functions",
-            "runtime": "inline",
+            "runtime": self.runtime,
             "timeout": 10,
             **fields,
         }

@@ -33,10 +33,11 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(
     new_topic: Callable[..., str],
     tmp_path: Path,
     service: Callable[..., Service],
+    function_runtime: str,
 ) -> None:
     servers = kafka_broker.bootstrap_servers
     topic = new_topic(3)
-    pipeline = Pipeline(tmp_path, servers)
+    pipeline = Pipeline(tmp_path, servers, runtime=function_runtime)
     pipeline.function("slow", SLOW)
     pipeline.kafka("slow", topic, batch_size=10, maximum_batching_window=0.05)
     pipeline.write()
@@ -64,7 +65,8 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(
     twice = {where for where, count in deliveries.items() if count > 1}
     assert all(offset >= at_kill.get(partition, 0) for partition, offset in twice)
     pids = {call.pid for call in pipeline.calls("slow")}
-    assert len(pids) == 2
+    # Both services did work: in the engine itself (inline), or in their worker processes.
+    assert len(pids) == 2 if function_runtime == "inline" else len(pids) >= 2
 
 
 LINGER = """

@@ -159,11 +159,18 @@ class Scenario:
         )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["inline", "python"])
 def scenario(
-    kafka_broker: EmbeddedKafka, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    kafka_broker: EmbeddedKafka,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Scenario]:
-    pipeline = Pipeline(tmp_path_factory.mktemp("kafka-mapping"), kafka_broker.bootstrap_servers)
+    """One service running every mapping of this module, once per runtime: both must pass."""
+    pipeline = Pipeline(
+        tmp_path_factory.mktemp("kafka-mapping"),
+        kafka_broker.bootstrap_servers,
+        runtime=request.param,
+    )
     s = Scenario(pipeline, kafka_broker)
     create_topics(s.servers, *((s.topics[n], p) for n, p in Scenario.PARTITIONS.items()))
     t = s.topics
