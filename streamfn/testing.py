@@ -55,6 +55,13 @@ class FakeClock:
         heapq.heappush(self._sleepers, (self._elapsed + seconds, next(self._order), wake))
         await wake.wait()
 
+    def step(self, seconds: float) -> None:
+        """Move time forward now, waking the sleepers whose deadline passes; unlike
+        :meth:`advance` it does not wait for them to run (for synchronous test code)."""
+        self._elapsed += seconds
+        while self._sleepers and self._sleepers[0][0] <= self._elapsed:
+            heapq.heappop(self._sleepers)[2].set()
+
     async def advance(self, seconds: float) -> None:
         """Move time forward, waking every sleeper whose deadline passes, in order, and
         letting the woken tasks run before time moves on."""

@@ -27,6 +27,7 @@ from streamfn.config import Config, parse_config
 from streamfn.errors import HandlerImportError
 from streamfn.runtime.base import FUNCTION_LOGGER
 from streamfn.runtime.inline import InlineRuntime, open_inline_runtime
+from streamfn.testing import FakeClock as _FakeClock
 from streamfn.types import InvocationRequest, InvocationResult, Outcome
 
 pytestmark = pytest.mark.anyio
@@ -37,32 +38,8 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-class FakeClock:
-    """Time moves only when :meth:`advance` is called (from the event loop)."""
-
-    def __init__(self) -> None:
-        self.mono = 1_000.0
-        self.wall = 1_580_428_800.0
-        self._sleepers: list[tuple[float, anyio.Event]] = []
-
-    def time(self) -> float:
-        return self.wall
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    async def sleep(self, seconds: float) -> None:
-        event = anyio.Event()
-        self._sleepers.append((self.mono + seconds, event))
-        await event.wait()
-
-    def advance(self, seconds: float) -> None:
-        self.mono += seconds
-        self.wall += seconds
-        for due, event in list(self._sleepers):
-            if due <= self.mono:
-                event.set()
-                self._sleepers.remove((due, event))
+def FakeClock() -> _FakeClock:
+    return _FakeClock(start=1_580_428_800.0)
 
 
 def write(directory: Path, name: str, source: str) -> Path:
@@ -206,9 +183,9 @@ async def test_context_attributes(tmp_path: Path) -> None:
     assert second.log_stream_name == first.log_stream_name  # one environment
     assert first.identity.cognito_identity_id is None
     assert first.client_context is None
-    clock.advance(1.5)
+    clock.step(1.5)
     assert first.get_remaining_time_in_millis() == 3500
-    clock.advance(10)
+    clock.step(10)
     assert first.get_remaining_time_in_millis() == 0
 
 
@@ -285,7 +262,7 @@ async def test_start_end_report_lines(tmp_path: Path, caplog: pytest.LogCaptureF
     source = """
         CLOCK = None
         async def handler(event, context):
-            CLOCK.advance(event)
+            CLOCK.step(event)
     """
     clock = FakeClock()
     async with runtime_for(tmp_path, "app:handler", source, clock=clock) as runtime:
@@ -355,10 +332,10 @@ async def test_timeout_of_a_sync_handler_abandons_its_thread(
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(invoke)
                 await anyio.to_thread.run_sync(started.wait)
-                clock.advance(2.5)
+                clock.step(2.5)
                 await anyio.wait_all_tasks_blocked()
                 assert not results
-                clock.advance(0.5)
+                clock.step(0.5)
             assert runtime.statistics().abandoned_threads == 1
         finally:
             release.set()
@@ -399,7 +376,7 @@ async def test_timeout_cancels_an_async_handler(tmp_path: Path) -> None:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(invoke)
             await anyio.wait_all_tasks_blocked()
-            clock.advance(1)
+            clock.step(1)
         assert module("app").CANCELLED == ["r-1"]
         assert runtime.statistics().abandoned_threads == 0
     assert results[0].outcome is Outcome.TIMEOUT

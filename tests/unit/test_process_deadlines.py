@@ -7,38 +7,9 @@ import anyio.lowlevel
 import pytest
 
 from streamfn.runtime.deadlines import Deadlines
+from streamfn.testing import FakeClock
 
 pytestmark = pytest.mark.anyio
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-        self._sleepers: list[tuple[float, anyio.Event]] = []
-
-    def time(self) -> float:
-        return self.now
-
-    def monotonic(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        event = anyio.Event()
-        entry = (self.now + seconds, event)
-        self._sleepers.append(entry)
-        try:
-            await event.wait()
-        finally:
-            if entry in self._sleepers:
-                self._sleepers.remove(entry)
-
-    async def advance(self, seconds: float) -> None:
-        self.now += seconds
-        for due, event in list(self._sleepers):
-            if due <= self.now:
-                event.set()
-        for _ in range(5):  # let the woken tasks run
-            await anyio.lowlevel.checkpoint()
 
 
 async def settle() -> None:
@@ -52,7 +23,7 @@ async def test_a_block_running_past_its_deadline_is_cancelled() -> None:
     outcome: list[bool] = []
 
     async def slow() -> None:
-        with deadlines.limit(clock.now + 3) as scope:
+        with deadlines.limit(clock.monotonic() + 3) as scope:
             await anyio.sleep_forever()
         outcome.append(scope.cancelled_caught)
 
@@ -72,7 +43,7 @@ async def test_a_block_that_finished_is_left_alone() -> None:
     deadlines = Deadlines(clock)
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(deadlines.run)
-        with deadlines.limit(clock.now + 1) as scope:
+        with deadlines.limit(clock.monotonic() + 1) as scope:
             await settle()
         await clock.advance(5)
         assert not scope.cancel_called
@@ -85,7 +56,7 @@ async def test_an_earlier_deadline_wakes_the_watchdog() -> None:
     ended: list[str] = []
 
     async def run(name: str, seconds: float) -> None:
-        with deadlines.limit(clock.now + seconds):
+        with deadlines.limit(clock.monotonic() + seconds):
             await anyio.sleep_forever()
         ended.append(name)
 
@@ -107,9 +78,9 @@ async def test_finished_entries_do_not_pile_up_behind_a_long_one() -> None:
     deadlines = Deadlines(clock)
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(deadlines.run)
-        with deadlines.limit(clock.now + 900):
+        with deadlines.limit(clock.monotonic() + 900):
             for _ in range(10_000):
-                with deadlines.limit(clock.now + 3):
+                with deadlines.limit(clock.monotonic() + 3):
                     pass
             assert len(deadlines._heap) < 200
         tasks.cancel_scope.cancel()
@@ -119,7 +90,7 @@ async def test_an_outer_cancellation_passes_through() -> None:
     clock = FakeClock()
     deadlines = Deadlines(clock)
     with anyio.CancelScope() as outer:
-        with deadlines.limit(clock.now + 3) as inner:
+        with deadlines.limit(clock.monotonic() + 3) as inner:
             outer.cancel()
             await anyio.sleep_forever()
     assert outer.cancelled_caught and not inner.cancelled_caught

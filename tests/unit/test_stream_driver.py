@@ -28,6 +28,7 @@ from streamfn.invoke.stream_lanes import wait_event
 from streamfn.mapper.batching import BatchPolicy
 from streamfn.mapper.retry import StreamRetryPolicy
 from streamfn.sources import StreamListener, StreamPosition
+from streamfn.testing import FakeClock as _FakeClock
 from streamfn.types import (
     InvocationRequest,
     InvocationResult,
@@ -45,30 +46,8 @@ P0, P1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
 WALL = 1_700_000_000.0
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.mono = 1_000.0
-        self.wall = WALL
-        self._sleepers: list[tuple[float, anyio.Event]] = []
-
-    def time(self) -> float:
-        return self.wall
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    async def sleep(self, seconds: float) -> None:
-        event = anyio.Event()
-        self._sleepers.append((self.mono + seconds, event))
-        await event.wait()
-
-    def advance(self, seconds: float) -> None:
-        self.mono += seconds
-        self.wall += seconds
-        for due, event in list(self._sleepers):
-            if due <= self.mono:
-                event.set()
-                self._sleepers.remove((due, event))
+def FakeClock() -> _FakeClock:
+    return _FakeClock(start=WALL)
 
 
 class FakeSource:
@@ -247,7 +226,7 @@ class Harness:
 
     async def advance(self, seconds: float, steps: int = 1) -> None:
         for _ in range(steps):
-            self.clock.advance(seconds / steps)
+            self.clock.step(seconds / steps)
             await settle()
 
     async def commit(self) -> dict[TopicPartition, int]:
