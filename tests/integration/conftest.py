@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from kafka_broker import kafka_broker, new_topic  # noqa: F401  (fixtures, registered by import)
+
+from streamfn.runtime.base import FUNCTION_LOGGER
 
 
 def wait_for(
@@ -26,6 +29,25 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         time.sleep(0.05)
+
+
+@pytest.fixture
+def lines() -> Iterator[list[str]]:
+    """Every line logged to the function logger (START/END/REPORT, handler output) while
+    the test runs, in order."""
+    captured: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            captured.append(record.getMessage())
+
+    logger, handler = logging.getLogger(FUNCTION_LOGGER), Capture()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield captured
+    logger.removeHandler(handler)
+    logger.setLevel(level)
 
 
 def child_processes() -> dict[int, str]:

@@ -8,11 +8,10 @@ test process may remain — not the template, not a worker, not a zombie.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from streamfn.clock import SystemClock
 from streamfn.config import Config, parse_config
 from streamfn.errors import HandlerImportError
 from streamfn.invoke.invoker import Invoker
-from streamfn.runtime.base import FUNCTION_LOGGER, Runtime
+from streamfn.runtime.base import Runtime
 from streamfn.runtime.router import open_runtime
 from streamfn.types import InvocationRequest, InvocationResult, Outcome
 
@@ -33,24 +32,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
 HANDLERS = Path(__file__).parent / "runtime_handlers"
 STAMPED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\t(?P<rid>[^\t]+)\t(?P<line>.*)$")
-
-
-@pytest.fixture
-def lines() -> Iterator[list[str]]:
-    """Every line logged to the function logger while the test runs."""
-    captured: list[str] = []
-
-    class Capture(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            captured.append(record.getMessage())
-
-    logger, handler = logging.getLogger(FUNCTION_LOGGER), Capture()
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield captured
-    logger.removeHandler(handler)
-    logger.setLevel(level)
 
 
 @pytest.fixture(autouse=True)

@@ -9,13 +9,12 @@ repository was checked out.
 
 from __future__ import annotations
 
-import logging
 import re
 import shutil
 import stat
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import pytest
 from streamfn.clock import SystemClock
 from streamfn.config import parse_config
 from streamfn.errors import HandlerImportError
-from streamfn.runtime.base import FUNCTION_LOGGER, Runtime
+from streamfn.runtime.base import Runtime
 from streamfn.runtime.router import open_runtime
 from streamfn.types import InvocationRequest, InvocationResult, Outcome
 
@@ -38,23 +37,6 @@ pytestmark = [
 
 HANDLERS = Path(__file__).parent / "runtime_handlers"
 STAMPED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\t(?P<rid>[^\t]+)\t(?P<line>.*)$")
-
-
-@pytest.fixture
-def lines() -> Iterator[list[str]]:
-    captured: list[str] = []
-
-    class Capture(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            captured.append(record.getMessage())
-
-    logger, handler = logging.getLogger(FUNCTION_LOGGER), Capture()
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield captured
-    logger.removeHandler(handler)
-    logger.setLevel(level)
 
 
 @pytest.fixture(autouse=True)
