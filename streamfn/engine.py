@@ -16,7 +16,7 @@ drains; a mapping's failure records for ``function:`` destinations still reach t
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import cast
@@ -36,7 +36,7 @@ from streamfn.mapper.idempotency import key_from_path
 from streamfn.plugins import Registry
 from streamfn.runtime.base import Runtime, function_arn
 from streamfn.runtime.router import open_runtime
-from streamfn.sources import EventSource, SourceContext, StreamSource, StreamSourceConfig
+from streamfn.sources import Emit, EventSource, SourceContext, StreamSource, StreamSourceConfig
 from streamfn.state.base import StateStore
 from streamfn.state.sqlite import open_sqlite_store
 
@@ -148,7 +148,7 @@ class Engine:
         stats = self.sources.setdefault(name, SourceStatistics())
         matches = compile_filters(config.filters)
         store = queue.store
-        emit = _emitter(queue, config, stats, matches)
+        emit = _emitter(name, queue, config, stats, matches)
         context = SourceContext(
             name=name,
             function=config.function,
@@ -209,14 +209,19 @@ class Engine:
 
 
 def _emitter(
+    name: str,
     queue: AsyncQueue,
     config: SourceConfig,
     stats: SourceStatistics,
     matches: Callable[[object], bool] | None,
-) -> Callable[[object, str], Awaitable[bool]]:
-    async def emit(event: object, default_key: str) -> bool:
+) -> Emit:
+    async def emit(
+        event: object, default_key: str, /, checkpoint: tuple[str, bytes] | None = None
+    ) -> bool:
         if matches is not None and not matches(event):
             stats.filtered += 1
+            if checkpoint is not None:  # filtered out is finished: the source moves on
+                await queue.store.put_checkpoint(name, *checkpoint)
             return False
         key = default_key
         if config.idempotency_key:
@@ -231,7 +236,11 @@ def _emitter(
             else:
                 key = derived
         queued = await queue.enqueue(
-            config.function, msgspec.json.encode(event), key, ttl=config.idempotency_ttl
+            config.function,
+            msgspec.json.encode(event),
+            key,
+            ttl=config.idempotency_ttl,
+            checkpoint=None if checkpoint is None else (name, *checkpoint),
         )
         if queued:
             stats.emitted += 1

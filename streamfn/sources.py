@@ -3,10 +3,11 @@
 Event sources
 -------------
 An event source produces discrete events, as S3 notifications and schedules do on AWS, and
-hands each to :meth:`SourceContext.emit`. ``emit`` returns once the event is durably
-queued (or dropped by the mapping's filters); only then may the source mark the file or
-tick as taken, with :meth:`SourceContext.put_checkpoint`. A crash between the two leads to
-the event being emitted again, which the idempotency key turns into a no-op.
+hands each to :meth:`SourceContext.emit`, together with the checkpoint that marks the file
+or tick as taken: ``emit`` commits both in one transaction (the checkpoint also when the
+filters drop the event) and returns only then. So an event is never taken without being
+queued, and never queued twice because a crash came between the two. A checkpoint may also
+be written on its own with :meth:`SourceContext.put_checkpoint`.
 
 Who calls what, and when:
 
@@ -63,6 +64,17 @@ class EventSource(Protocol):
     async def run(self, context: SourceContext) -> None: ...
 
 
+class Emit(Protocol):
+    async def __call__(
+        self, event: object, idempotency_key: str, /, checkpoint: tuple[str, bytes] | None = None
+    ) -> bool:
+        """Queue ``event`` (JSON-encodable) durably under ``idempotency_key`` (the source's
+        default; the mapping's ``idempotency_key`` path may replace it), writing
+        ``checkpoint`` (key, value) in the same transaction. True once queued; False when
+        the filters dropped it or an event with that key is already queued."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class SourceContext:
     """What an event source gets from the engine. ``name`` is the mapping's stable id,
@@ -76,9 +88,7 @@ class SourceContext:
     account: str
     clock: Clock
     log: logging.Logger
-    emit: Callable[[object, str], Awaitable[bool]]
-    """``await emit(event, default_idempotency_key)``: True once durably queued, False when
-    filtered out or already queued under the same key."""
+    emit: Emit
     get_checkpoints: Callable[[], Awaitable[Mapping[str, bytes]]]
     put_checkpoint: Callable[[str, bytes], Awaitable[None]]
     delete_checkpoint: Callable[[str], Awaitable[None]]

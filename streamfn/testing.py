@@ -99,9 +99,13 @@ class MemoryEngine:
     ) -> SourceContext:
         queued: set[str] = set()
 
-        async def emit(event: object, key: str) -> bool:
+        async def emit(
+            event: object, key: str, /, checkpoint: tuple[str, bytes] | None = None
+        ) -> bool:
             msgspec.json.encode(event)  # raises if the event is not JSON
             self.journal.append(("emit", key))
+            if checkpoint is not None:
+                self.checkpoints[checkpoint[0]] = checkpoint[1]
             if key in queued:
                 return False
             queued.add(key)

@@ -65,9 +65,8 @@ class CronSource:
                         account=context.account,
                     )
                 )
-                await context.emit(event, key)
+                await context.emit(event, key, checkpoint=("last_fired", _encode(plan.fire)))
                 last_fired = plan.fire
-                await context.put_checkpoint("last_fired", _encode(last_fired))
                 continue
             if plan.next_wakeup is None:
                 context.log.info("schedule %s will not fire again", config.schedule)

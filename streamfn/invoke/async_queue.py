@@ -99,8 +99,10 @@ class AsyncQueue:
         *,
         ttl: float = 3600.0,
         request_id: str | None = None,
+        checkpoint: tuple[str, str, bytes] | None = None,
     ) -> bool:
-        """Queue one event durably; returns False when its key is already queued."""
+        """Queue one event durably; returns False when its key is already queued.
+        ``checkpoint`` (source, key, value) is committed with it (see StateStore.enqueue)."""
         queued = await self._store.enqueue(
             function=function,
             payload=payload,
@@ -108,6 +110,7 @@ class AsyncQueue:
             idempotency_key=idempotency_key,
             idempotency_ttl=ttl,
             now=self._clock.time(),
+            checkpoint=checkpoint,
         )
         if queued:
             self.statistics.received += 1

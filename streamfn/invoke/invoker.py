@@ -56,13 +56,13 @@ class Invoker:
             ):
                 if current is None:
                     continue
-                if wait:
-                    await current.acquire()
-                else:
-                    try:
-                        current.acquire_nowait()
-                    except anyio.WouldBlock:
+                try:
+                    # No checkpoint when a slot is free: this is on every invocation's path.
+                    current.acquire_nowait()
+                except anyio.WouldBlock:
+                    if not wait:
                         raise anyio.WouldBlock(reason) from None
+                    await current.acquire()
                 stack.callback(current.release)
             yield
 

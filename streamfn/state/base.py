@@ -67,9 +67,12 @@ class StateStore(Protocol):
         idempotency_key: str,
         idempotency_ttl: float,
         now: float,
+        checkpoint: tuple[str, str, bytes] | None = None,
     ) -> bool:
-        """Commit an event to the queue, visible at once. Returns False (and stores nothing)
-        when an event with the same function and idempotency key is already queued."""
+        """Commit an event to the queue, visible at once. Returns False (and queues nothing)
+        when an event with the same function and idempotency key is already queued.
+        ``checkpoint`` (source, key, value) is written in the same transaction either way,
+        so a source's "taken" mark and its event are durable together."""
         ...
 
     async def lease(self, *, now: float, limit: int, lease_for: float) -> list[QueuedEvent]:

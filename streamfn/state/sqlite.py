@@ -270,9 +270,18 @@ class SqliteStore:
         idempotency_key: str,
         idempotency_ttl: float,
         now: float,
+        checkpoint: tuple[str, str, bytes] | None = None,
     ) -> bool:
         row = (function, payload, request_id, idempotency_key, idempotency_ttl, now, now)
-        return await self._execute("enqueue", _ENQUEUE, row) == 1
+        if checkpoint is None:
+            return await self._execute("enqueue", _ENQUEUE, row) == 1
+
+        def body(conn: sqlite3.Connection) -> bool:
+            queued = conn.execute(_ENQUEUE, row).rowcount == 1
+            conn.execute(_PUT_CHECKPOINT, checkpoint)
+            return queued
+
+        return await self._write("enqueue", body)
 
     async def lease(self, *, now: float, limit: int, lease_for: float) -> list[QueuedEvent]:
         if limit <= 0:

@@ -409,3 +409,17 @@ async def test_concurrent_writes_commit_together_and_a_failing_one_fails_alone(d
     async with open_sqlite_store(db) as reopened:
         saved = await reopened.get_checkpoints("src")
     assert saved == {f"k{i}": str(i).encode() for i in range(200)}
+
+
+async def test_enqueue_writes_its_checkpoint_in_the_same_transaction(db: Path) -> None:
+    async with open_sqlite_store(db) as store:
+        common = {"function": "f", "payload": b"{}", "idempotency_ttl": 60.0, "now": 0.0}
+        assert await store.enqueue(
+            request_id="r1", idempotency_key="k", **common, checkpoint=("src", "file-a", b"v1")
+        )
+        # A duplicate queues nothing, but its checkpoint is still written.
+        assert not await store.enqueue(
+            request_id="r2", idempotency_key="k", **common, checkpoint=("src", "file-a", b"v2")
+        )
+        assert await store.get_checkpoints("src") == {"file-a": b"v2"}
+        assert await store.pending() == 1

@@ -22,8 +22,8 @@ class TickerSource:
         checkpoints = await context.get_checkpoints()
         start = int(checkpoints.get("next", b"0"))
         for i in range(start, self._config.count):
-            await context.emit({"tick": i, "source": context.name}, f"tick-{i}")
-            await context.put_checkpoint("next", str(i + 1).encode())
+            event = {"tick": i, "source": context.name}
+            await context.emit(event, f"tick-{i}", checkpoint=("next", str(i + 1).encode()))
         if self._config.fail_after:
             raise SourceError("ticker lost its clock")
 
