@@ -14,8 +14,10 @@ Contract of :meth:`Runtime.invoke`:
 - on cancellation (engine shutdown past its grace period) abandons the invocation; the
   caller treats it as never finished, so its record is redelivered after restart.
 
-Implementations: :mod:`streamfn.runtime.inline` (in the engine process). An isolated
-worker-process runtime sits behind the same protocol without the callers changing.
+Implementations: :mod:`streamfn.runtime.process` (isolated worker processes, the default),
+:mod:`streamfn.runtime.runtime_api` (``provided``: any language through the Runtime API) and
+:mod:`streamfn.runtime.inline` (in the engine process); :mod:`streamfn.runtime.router`
+picks one per function. Callers do not know which one runs their request.
 """
 
 from __future__ import annotations
