@@ -28,7 +28,7 @@ class CronSource:
     async def run(self, context: SourceContext) -> None:
         config = self._config
         checkpoints = await context.get_checkpoints()
-        now = self._now(context)
+        now = resumed = self._now(context)
         anchor = _decode(checkpoints.get("anchor"))
         if anchor is None:
             anchor = now
@@ -53,6 +53,12 @@ class CronSource:
                 last_fired = plan.skipped
                 await context.put_checkpoint("last_fired", _encode(last_fired))
             if plan.fire is not None:
+                if plan.fire < resumed:  # its time came while this source was not running
+                    context.log.info(
+                        "catching up: firing the tick of %s once, for every tick "
+                        "missed while stopped",
+                        plan.fire.isoformat(),
+                    )
                 key = f"{context.name}/{plan.fire.isoformat()}"
                 event = (
                     payload
