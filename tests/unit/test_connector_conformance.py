@@ -85,3 +85,20 @@ async def test_cron_fires_a_missed_tick_once_after_downtime() -> None:
         await clock.advance(1)
         tg.cancel_scope.cancel()
     assert skipped.events == []
+
+
+async def test_filedrop_skips_a_file_deleted_before_it_is_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The race itself cannot be scheduled from outside, so this drives the source's
+    # take step directly on a file that vanished after it was found complete.
+    config = FiledropConfig(function="fn", path="inbox")
+    source = FiledropSource(config)
+    engine = MemoryEngine()
+    source._context = engine.context(root=tmp_path)
+    source._root = tmp_path / "inbox"
+    source._bucket = "inbox"
+    source._seen = {}
+    await source._take("gone.txt", tmp_path / "inbox" / "gone.txt")
+    assert engine.events == []
+    assert "skipping gone.txt: deleted or rewritten before it was processed" in caplog.text
