@@ -40,7 +40,7 @@ class _Record(msgspec.Struct, rename="camel"):
     partition: int
     offset: int
     timestamp: int
-    timestamp_type: str
+    timestamp_type: TimestampType  # encoded as its value
     key: bytes | msgspec.UnsetType  # UNSET is left out of the JSON
     value: bytes | None  # msgspec encodes bytes as base64
     headers: list[dict[str, list[int]]]
@@ -53,7 +53,6 @@ class _Event(msgspec.Struct, rename="camel"):
 
 
 _encoder = msgspec.json.Encoder()
-_TIMESTAMP_TYPES = {kind: kind.value for kind in TimestampType}
 _UNSET = msgspec.UNSET
 
 
@@ -61,19 +60,19 @@ def kafka_event(records: Iterable[StreamRecord], bootstrap_servers: str) -> byte
     """The JSON event for one invocation over ``records``."""
     groups: dict[str, list[_Record]] = {}
     group: list[_Record] = []
-    last: tuple[str, int] | None = None
+    topic, partition = "", -1
     for r in records:
-        if (r.topic, r.partition) != last:
-            last = (r.topic, r.partition)
-            group = groups.setdefault(f"{r.topic}-{r.partition}", [])
+        if r.partition != partition or r.topic != topic:
+            topic, partition = r.topic, r.partition
+            group = groups.setdefault(f"{topic}-{partition}", [])
         headers = r.headers
         group.append(
             _Record(
-                r.topic,
-                r.partition,
+                topic,
+                partition,
                 r.offset,
                 r.timestamp_ms,
-                _TIMESTAMP_TYPES[r.timestamp_type],
+                r.timestamp_type,
                 _UNSET if r.key is None else r.key,
                 r.value,
                 [{name: memoryview(value).cast("b").tolist()} for name, value in headers]
