@@ -149,6 +149,12 @@ class Config(_Base, frozen=True):
     def state_dir(self) -> Path:
         return self.resolve(self.service.state_dir)
 
+    @property
+    def state_url(self) -> str | None:
+        """``[service] state_dir`` when it is a Postgres URL (a shared state store), else None."""
+        url = self.service.state_dir
+        return url if url.startswith(("postgresql://", "postgres://")) else None
+
 
 class _RawConfig(_Base, frozen=True):
     service: ServiceConfig = msgspec.field(default_factory=ServiceConfig)

@@ -37,8 +37,8 @@ from streamfn.plugins import Registry
 from streamfn.runtime.base import Runtime, function_arn
 from streamfn.runtime.router import open_runtime
 from streamfn.sources import Emit, EventSource, SourceContext, StreamSource, StreamSourceConfig
+from streamfn.state import open_state_store
 from streamfn.state.base import StateStore
-from streamfn.state.sqlite import open_sqlite_store
 
 log = logging.getLogger("streamfn.engine")
 
@@ -116,9 +116,8 @@ class Engine:
     @asynccontextmanager
     async def open(self) -> AsyncIterator[AsyncQueue]:
         """The state store, runtime, invoker and async queue, opened and wired."""
-        self.config.state_dir.mkdir(parents=True, exist_ok=True)
         async with (
-            open_sqlite_store(self.config.state_dir / "state.db") as store,
+            open_state_store(self.config) as store,
             open_runtime(self.config, clock=self.clock) as runtime,
         ):
             self.queue = self._wire(store, runtime)

@@ -1,0 +1,388 @@
+"""The Postgres state store, against the real server: every protocol method, and what a
+fleet relies on — disjoint leases, one owner per key, a crashed instance's events coming back.
+
+Each test runs in a fresh schema (named in the URL's search_path), dropped afterwards.
+Times are passed in, never read: each test picks its own ``now``. Postgres is required:
+without it these tests fail (CI has it), they do not skip.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
+
+import anyio
+import anyio.lowlevel
+import psycopg
+import pytest
+
+from streamfn.errors import RetriableStateError, StateError
+from streamfn.state.base import Claim, ClaimState, StateStore
+from streamfn.state.postgres import PostgresStore, open_postgres_store
+
+pytestmark = pytest.mark.anyio
+
+SERVER = os.environ.get("STREAMFN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+NEW = Claim(ClaimState.NEW)
+IN_PROGRESS = Claim(ClaimState.IN_PROGRESS)
+
+Opener = Callable[[], AbstractAsyncContextManager[PostgresStore]]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def url() -> Iterator[str]:
+    """A URL whose search_path is a fresh schema; the schema is dropped after the test."""
+    schema = f"streamfn_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(SERVER, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"Postgres is required for these tests and is not reachable at {SERVER}: {exc}")
+    try:
+        yield f"{SERVER}?options=-csearch_path%3D{schema}"
+    finally:
+        admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        admin.close()
+
+
+@pytest.fixture
+def open_store(url: str) -> Opener:
+    return lambda: open_postgres_store(url)
+
+
+@pytest.fixture
+async def store(open_store: Opener) -> AsyncIterator[PostgresStore]:
+    async with open_store() as opened:
+        yield opened
+
+
+async def put(store: StateStore, key: str, now: float = 0.0, function: str = "f") -> bool:
+    return await store.enqueue(
+        function=function, payload=f"payload-{key}".encode(), request_id=f"req-{key}",
+        idempotency_key=key, idempotency_ttl=60, now=now,
+    )  # fmt: skip
+
+
+async def keys(store: StateStore, now: float, limit: int = 100, lease_for: float = 30) -> list[str]:
+    return [e.idempotency_key for e in await store.lease(now=now, limit=limit, lease_for=lease_for)]
+
+
+# --- async queue -----------------------------------------------------------------------------
+
+
+async def test_enqueue_then_lease_returns_the_event(store: PostgresStore) -> None:
+    assert await put(store, "k1", now=10.0)
+    [event] = await store.lease(now=10.0, limit=10, lease_for=30)
+    assert (event.function, event.payload, event.request_id) == ("f", b"payload-k1", "req-k1")
+    assert (event.idempotency_key, event.idempotency_ttl, event.enqueued_at) == ("k1", 60, 10.0)
+    assert (event.attempts, event.invoke_count) == (0, 0)
+    assert await store.pending() == 1
+
+
+async def test_enqueue_dedupes_per_function_and_key_while_queued(store: PostgresStore) -> None:
+    assert await put(store, "k1")
+    assert not await put(store, "k1", now=5.0)
+    assert await put(store, "k1", function="other")
+    assert await store.pending() == 2
+    [event] = await store.lease(now=5.0, limit=1, lease_for=30)
+    assert event.payload == b"payload-k1" and event.enqueued_at == 0.0
+    assert not await put(store, "k1")  # leased is still queued
+    await store.ack(event.id)
+    assert await put(store, "k1")  # gone from the queue: idempotency records take over
+
+
+async def test_lease_is_fifo_by_due_time_then_arrival(store: PostgresStore) -> None:
+    for key, now in [("c", 3.0), ("a", 1.0), ("b", 2.0), ("a2", 1.0)]:
+        await put(store, key, now=now)
+    assert await keys(store, now=10.0) == ["a", "a2", "b", "c"]
+
+
+async def test_lease_respects_limit_and_never_hands_out_an_event_twice(
+    store: PostgresStore,
+) -> None:
+    for i in range(5):
+        await put(store, f"k{i}", now=float(i))
+    assert await keys(store, now=10.0, limit=2) == ["k0", "k1"]
+    assert await keys(store, now=10.0, limit=2) == ["k2", "k3"]
+    assert await keys(store, now=10.0, limit=2) == ["k4"]
+    assert await keys(store, now=10.0, limit=2) == []
+    assert await store.lease(now=10.0, limit=0, lease_for=30) == []
+    assert await store.pending() == 5
+
+
+async def test_lease_skips_events_not_yet_due(store: PostgresStore) -> None:
+    await put(store, "later", now=50.0)
+    assert await keys(store, now=49.9) == []
+    assert await keys(store, now=50.0) == ["later"]
+
+
+async def test_an_expired_lease_is_delivered_again(store: PostgresStore) -> None:
+    await put(store, "k", now=0.0)
+    await put(store, "fresh", now=35.0)
+    assert await keys(store, now=0.0, lease_for=30) == ["k"]
+    assert await keys(store, now=29.9) == []
+    assert await keys(store, now=30.0) == ["k"]  # ends at 30: due again, oldest first
+    assert await keys(store, now=40.0) == ["fresh"]
+
+
+async def test_next_due(store: PostgresStore) -> None:
+    assert await store.next_due() is None
+    await put(store, "a", now=10.0)
+    assert await store.next_due() == 10.0
+    [event] = await store.lease(now=12.0, limit=1, lease_for=30)
+    assert await store.next_due() == 42.0  # only a lease, which expires at 42
+    await put(store, "b", now=50.0)
+    assert await store.next_due() == 42.0
+    await store.retry_at(event.id, visible_at=45.0, attempts=1, invoke_count=1)
+    assert await store.next_due() == 45.0
+    await store.ack(event.id)
+    assert await store.next_due() == 50.0
+
+
+async def test_retry_at_releases_with_new_counts(store: PostgresStore) -> None:
+    await put(store, "k", now=0.0)
+    [event] = await store.lease(now=0.0, limit=1, lease_for=30)
+    await store.retry_at(event.id, visible_at=60.0, attempts=1, invoke_count=2)
+    assert await keys(store, now=59.0) == []
+    [again] = await store.lease(now=60.0, limit=1, lease_for=30)
+    assert (again.id, again.request_id, again.enqueued_at) == (event.id, "req-k", 0.0)
+    assert (again.attempts, again.invoke_count) == (1, 2)
+    await store.ack(again.id)
+    await store.retry_at(again.id, visible_at=0.0, attempts=3, invoke_count=3)  # gone: no-op
+    await store.ack(again.id)
+    assert await store.pending() == 0
+
+
+async def test_ack_removes_only_its_event(store: PostgresStore) -> None:
+    await put(store, "a")
+    await put(store, "b")
+    first, _ = await store.lease(now=0.0, limit=2, lease_for=30)
+    await store.ack(first.id)
+    assert await store.pending() == 1
+    assert await keys(store, now=100.0) == ["b"]
+
+
+async def test_enqueue_writes_its_checkpoint_in_the_same_transaction(store: PostgresStore) -> None:
+    common = {"function": "f", "payload": b"{}", "idempotency_ttl": 60.0, "now": 0.0}
+    assert await store.enqueue(
+        request_id="r1", idempotency_key="k", **common, checkpoint=("src", "file-a", b"v1")
+    )
+    # A duplicate queues nothing, but its checkpoint is still written.
+    assert not await store.enqueue(
+        request_id="r2", idempotency_key="k", **common, checkpoint=("src", "file-a", b"v2")
+    )
+    assert await store.get_checkpoints("src") == {"file-a": b"v2"}
+    assert await store.pending() == 1
+
+
+# --- idempotency -----------------------------------------------------------------------------
+
+
+async def test_claim_transitions(store: PostgresStore) -> None:
+    claim = store.claim
+    assert await claim(function="f", key="k", now=0.0, lease_until=30.0) == NEW
+    assert await claim(function="f", key="k", now=10.0, lease_until=40.0) == IN_PROGRESS
+    assert await claim(function="g", key="k", now=10.0, lease_until=40.0) == NEW  # per function
+    # the owner crashed: its lease passed, so the next claimer owns the key
+    assert await claim(function="f", key="k", now=30.0, lease_until=60.0) == NEW
+    assert await claim(function="f", key="k", now=59.0, lease_until=90.0) == IN_PROGRESS
+    await store.finish(None, function="f", key="k", result=b"answer", expires_at=100.0)
+    completed = Claim(ClaimState.COMPLETED, b"answer")
+    assert await claim(function="f", key="k", now=99.0, lease_until=130.0) == completed
+    assert await claim(function="f", key="k", now=100.0, lease_until=130.0) == NEW  # expired
+    assert await claim(function="f", key="k", now=101.0, lease_until=130.0) == IN_PROGRESS
+
+
+async def test_release_drops_an_in_progress_claim_only(store: PostgresStore) -> None:
+    assert await store.claim(function="f", key="k", now=0.0, lease_until=30.0) == NEW
+    await store.release(function="f", key="k")
+    assert await store.claim(function="f", key="k", now=1.0, lease_until=30.0) == NEW
+    await store.finish(None, function="f", key="k", result=b"r", expires_at=100.0)
+    await store.release(function="f", key="k")
+    done = await store.claim(function="f", key="k", now=2.0, lease_until=30.0)
+    assert done == Claim(ClaimState.COMPLETED, b"r")
+
+
+async def test_finish_completes_and_acks_together(store: PostgresStore) -> None:
+    await put(store, "k")
+    await put(store, "other")
+    event, _ = await store.lease(now=0.0, limit=2, lease_for=30)
+    await store.claim(function="f", key="k", now=0.0, lease_until=30.0)
+    await store.finish(event.id, function="f", key="k", result=b"ok", expires_at=60.0)
+    assert await store.pending() == 1
+    done = await store.claim(function="f", key="k", now=1.0, lease_until=30.0)
+    assert done == Claim(ClaimState.COMPLETED, b"ok")
+
+
+async def test_finish_is_one_transaction(store: PostgresStore, url: str) -> None:
+    await put(store, "k")
+    [event] = await store.lease(now=0.0, limit=1, lease_for=30)
+    await store.claim(function="f", key="k", now=0.0, lease_until=30.0)
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as other:
+        await other.execute(  # make the ack half of finish fail
+            "CREATE FUNCTION no_ack() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN RAISE EXCEPTION 'no'; END $$"
+        )
+        await other.execute(
+            "CREATE TRIGGER no_ack BEFORE DELETE ON streamfn_queue"
+            " FOR EACH ROW EXECUTE FUNCTION no_ack()"
+        )
+    with pytest.raises(StateError, match="finish failed") as caught:
+        await store.finish(event.id, function="f", key="k", result=b"ok", expires_at=60.0)
+    assert not isinstance(caught.value, RetriableStateError)
+    assert isinstance(caught.value.__cause__, psycopg.Error)
+    assert await store.pending() == 1
+    assert await store.claim(function="f", key="k", now=1.0, lease_until=30.0) == IN_PROGRESS
+
+
+async def test_expire_deletes_expired_and_stale_records(store: PostgresStore) -> None:
+    for key, expires in [("a", 10.0), ("b", 20.0), ("c", 30.0)]:
+        await store.finish(None, function="f", key=key, result=b"", expires_at=expires)
+    await store.claim(function="f", key="live", now=0.0, lease_until=100.0)
+    await store.claim(function="f", key="stale", now=0.0, lease_until=15.0)
+    assert await store.expire(now=20.0) == 3  # a, b (expiry reached) and stale
+    assert await store.expire(now=20.0) == 0
+    assert await store.claim(function="f", key="c", now=20.0, lease_until=50.0) == Claim(
+        ClaimState.COMPLETED, b""
+    )
+    assert await store.claim(function="f", key="b", now=20.0, lease_until=50.0) == NEW
+    assert await store.claim(function="f", key="live", now=20.0, lease_until=50.0) == IN_PROGRESS
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+
+
+async def test_checkpoints(store: PostgresStore) -> None:
+    assert await store.get_checkpoints("src") == {}
+    await store.put_checkpoint("src", "a", b"1")
+    await store.put_checkpoint("src", "b", b"2")
+    await store.put_checkpoint("src", "a", b"3")
+    await store.put_checkpoint("other", "a", b"x")
+    assert await store.get_checkpoints("src") == {"a": b"3", "b": b"2"}
+    await store.delete_checkpoint("src", "a")
+    await store.delete_checkpoint("src", "missing")
+    assert await store.get_checkpoints("src") == {"b": b"2"}
+    assert await store.get_checkpoints("other") == {"a": b"x"}
+
+
+# --- lifecycle -------------------------------------------------------------------------------
+
+
+async def test_reopen_keeps_state_and_resets_nothing(open_store: Opener) -> None:
+    async with open_store() as store:
+        for key in ("leased", "waiting"):
+            await put(store, key, now=1.0)
+        await store.lease(now=5.0, limit=1, lease_for=100)
+        await store.claim(function="f", key="leased", now=5.0, lease_until=105.0)
+        await store.put_checkpoint("src", "pos", b"7")
+    async with open_store() as store:  # another instance may still hold what was held
+        assert await store.pending() == 2
+        assert await keys(store, now=6.0, lease_for=1000) == ["waiting"]
+        assert await store.claim(function="f", key="leased", now=6.0, lease_until=60.0) == (
+            IN_PROGRESS
+        )
+        assert await keys(store, now=105.0) == ["leased"]  # the lease ran out
+        assert await store.get_checkpoints("src") == {"pos": b"7"}
+
+
+async def test_calls_after_close_fail(store: PostgresStore) -> None:
+    await store.aclose()
+    await store.aclose()  # idempotent
+    with pytest.raises(StateError, match="pending after close"):
+        await store.pending()
+
+
+async def test_a_newer_schema_is_refused(open_store: Opener, url: str) -> None:
+    async with open_store():
+        pass
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as other:
+        await other.execute("UPDATE streamfn_schema SET version = 99")
+    with pytest.raises(StateError, match="schema version 99 is newer"):
+        async with open_store():
+            pass
+
+
+async def test_an_unreachable_server_is_a_retriable_error() -> None:
+    url = "postgresql://postgres:secret@127.0.0.1:1/test"
+    with pytest.raises(RetriableStateError, match=r"postgresql://127\.0\.0\.1:1/test: open") as e:
+        async with open_postgres_store(url, connect_timeout=2):
+            pass
+    assert "secret" not in str(e.value)
+    assert isinstance(e.value.__cause__, psycopg.OperationalError)
+
+
+async def test_a_malformed_url_is_a_state_error() -> None:
+    with pytest.raises(StateError, match="invalid Postgres URL"):
+        async with open_postgres_store("postgresql://127.0.0.1/test?bogus=1"):
+            pass
+
+
+async def test_a_cancelled_call_still_finishes_its_transaction(store: PostgresStore) -> None:
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await put(store, "k")
+        await anyio.lowlevel.checkpoint()  # where the cancellation lands
+        pytest.fail("not cancelled")
+    assert scope.cancelled_caught
+    assert await store.pending() == 1
+
+
+# --- a fleet: several instances on one database ----------------------------------------------
+
+
+async def test_instances_leasing_at_once_get_disjoint_events(open_store: Opener) -> None:
+    n = 200
+    async with open_store() as first, open_store() as second:
+        for i in range(n):
+            await put(first, f"k{i:03}")
+        got: dict[str, list[str]] = {"first": [], "second": []}
+
+        async def drain(name: str, store: PostgresStore) -> None:
+            while batch := await keys(store, now=1.0, limit=7):
+                got[name] += batch
+                await anyio.lowlevel.checkpoint()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drain, "first", first)
+            tg.start_soon(drain, "second", second)
+    assert got["first"] and got["second"]  # both took part
+    assert sorted(got["first"] + got["second"]) == [f"k{i:03}" for i in range(n)]
+
+
+async def test_instances_claiming_one_key_at_once_get_exactly_one_new(open_store: Opener) -> None:
+    claims: list[Claim] = []
+
+    async def claim(store: PostgresStore, key: str) -> None:
+        claims.append(await store.claim(function="f", key=key, now=0.0, lease_until=30.0))
+
+    async with open_store() as first, open_store() as second:
+        for round_ in range(20):
+            claims.clear()
+            async with anyio.create_task_group() as tg:
+                for store in (first, second, first, second):
+                    tg.start_soon(claim, store, f"k{round_}")
+            assert sorted(c.state.value for c in claims) == ["in_progress"] * 3 + ["new"]
+
+
+async def test_a_crashed_instances_event_is_leased_again_after_its_lease(
+    open_store: Opener,
+) -> None:
+    async with open_store() as survivor:
+        async with open_store() as crashing:
+            await put(crashing, "k", now=0.0)
+            [event] = await crashing.lease(now=1.0, limit=10, lease_for=70)
+            await crashing.claim(function="f", key="k", now=1.0, lease_until=71.0)
+        # It "crashed": closed without ack, finish or release, leaving its lease and claim.
+        assert await keys(survivor, now=70.9) == []
+        assert await survivor.next_due() == 71.0
+        [again] = await survivor.lease(now=71.0, limit=10, lease_for=70)
+        assert (again.id, again.request_id) == (event.id, event.request_id)
+        assert await survivor.claim(function="f", key="k", now=71.0, lease_until=141.0) == NEW
+        await survivor.finish(again.id, function="f", key="k", result=b"ok", expires_at=999.0)
+        assert await survivor.pending() == 0
