@@ -38,7 +38,8 @@ class _Base(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 
 class ServiceConfig(_Base, frozen=True):
     state_dir: str = ".streamfn"
-    """SQLite state (queue, idempotency records, checkpoints); relative to the config file."""
+    """Where the state store lives (queue, idempotency records, checkpoints): a directory
+    for SQLite, relative to the config file, or a ``postgresql://`` URL shared by a fleet."""
     max_concurrency: Annotated[int, Meta(ge=1, le=10_000)] = 64
     """Invocations running at once across all functions."""
     drain_timeout: Annotated[float, Meta(ge=0, le=900)] = 30.0

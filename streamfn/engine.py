@@ -159,6 +159,7 @@ class Engine:
             emit=emit,
             get_checkpoints=lambda: store.get_checkpoints(name),
             put_checkpoint=lambda key, value: store.put_checkpoint(name, key, value),
+            setdefault_checkpoint=lambda key, value: store.setdefault_checkpoint(name, key, value),
             delete_checkpoint=lambda key: store.delete_checkpoint(name, key),
         )
         try:

@@ -91,6 +91,9 @@ class SourceContext:
     emit: Emit
     get_checkpoints: Callable[[], Awaitable[Mapping[str, bytes]]]
     put_checkpoint: Callable[[str, bytes], Awaitable[None]]
+    setdefault_checkpoint: Callable[[str, bytes], Awaitable[bytes]]
+    """``await setdefault_checkpoint(key, value)``: store ``value`` unless the key has one;
+    return what is stored (instances of a fleet starting at once agree on it)."""
     delete_checkpoint: Callable[[str], Awaitable[None]]
 
 

@@ -119,6 +119,9 @@ class MemoryEngine:
             self.journal.append(("checkpoint", key))
             self.checkpoints[key] = value
 
+        async def setdefault_checkpoint(key: str, value: bytes) -> bytes:
+            return self.checkpoints.setdefault(key, value)
+
         async def delete_checkpoint(key: str) -> None:
             self.checkpoints.pop(key, None)
 
@@ -133,6 +136,7 @@ class MemoryEngine:
             emit=emit,
             get_checkpoints=get_checkpoints,
             put_checkpoint=put_checkpoint,
+            setdefault_checkpoint=setdefault_checkpoint,
             delete_checkpoint=delete_checkpoint,
         )
 

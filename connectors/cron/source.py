@@ -29,10 +29,10 @@ class CronSource:
         config = self._config
         checkpoints = await context.get_checkpoints()
         now = resumed = self._now(context)
-        anchor = _decode(checkpoints.get("anchor"))
-        if anchor is None:
-            anchor = now
-            await context.put_checkpoint("anchor", _encode(anchor))
+        stored = checkpoints.get("anchor")
+        if stored is None:  # first start; instances of a fleet starting together agree
+            stored = await context.setdefault_checkpoint("anchor", _encode(now))
+        anchor = datetime.fromisoformat(stored.decode())
         last_fired = _decode(checkpoints.get("last_fired"))
         schedule = parse_schedule(config.schedule, config.timezone, anchor=anchor)
         arn = schedule_arn(context.name, region=context.region, account=context.account)

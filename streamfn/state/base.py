@@ -126,4 +126,9 @@ class StateStore(Protocol):
 
     async def put_checkpoint(self, source: str, key: str, value: bytes) -> None: ...
 
+    async def setdefault_checkpoint(self, source: str, key: str, value: bytes) -> bytes:
+        """Store ``value`` unless the key already has one; return the value stored. Several
+        instances starting at once agree on one value (the first to commit wins)."""
+        ...
+
     async def delete_checkpoint(self, source: str, key: str) -> None: ...

@@ -305,6 +305,23 @@ class PostgresStore:
     async def put_checkpoint(self, source: str, key: str, value: bytes) -> None:
         await self._execute("put_checkpoint", _PUT_CHECKPOINT, (source, key, value))
 
+    async def setdefault_checkpoint(self, source: str, key: str, value: bytes) -> bytes:
+        async def body(conn: _Conn) -> bytes:
+            await conn.execute(
+                "INSERT INTO streamfn_checkpoints (source, key, value) VALUES (%s, %s, %s)"
+                " ON CONFLICT (source, key) DO NOTHING",
+                (source, key, value),
+            )
+            cursor = await conn.execute(
+                "SELECT value FROM streamfn_checkpoints WHERE source = %s AND key = %s",
+                (source, key),
+            )
+            row = await cursor.fetchone()
+            assert row is not None  # inserted above, or there before
+            return bytes(row[0])
+
+        return await self._run("setdefault_checkpoint", body)
+
     async def delete_checkpoint(self, source: str, key: str) -> None:
         query = "DELETE FROM streamfn_checkpoints WHERE source = %s AND key = %s"
         await self._execute("delete_checkpoint", query, (source, key))

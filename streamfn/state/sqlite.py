@@ -380,6 +380,20 @@ class SqliteStore:
     async def put_checkpoint(self, source: str, key: str, value: bytes) -> None:
         await self._execute("put_checkpoint", _PUT_CHECKPOINT, (source, key, value))
 
+    async def setdefault_checkpoint(self, source: str, key: str, value: bytes) -> bytes:
+        def body(conn: sqlite3.Connection) -> bytes:
+            conn.execute(
+                "INSERT INTO checkpoints (source, key, value) VALUES (?, ?, ?)"
+                " ON CONFLICT (source, key) DO NOTHING",
+                (source, key, value),
+            )
+            row = conn.execute(
+                "SELECT value FROM checkpoints WHERE source = ? AND key = ?", (source, key)
+            ).fetchone()
+            return bytes(row[0])
+
+        return await self._write("setdefault_checkpoint", body)
+
     async def delete_checkpoint(self, source: str, key: str) -> None:
         sql = "DELETE FROM checkpoints WHERE source = ? AND key = ?"
         await self._execute("delete_checkpoint", sql, (source, key))

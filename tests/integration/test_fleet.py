@@ -8,9 +8,11 @@ tests fail, not skip, when it is not reachable (CI has it).
 from __future__ import annotations
 
 import collections
+import itertools
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
@@ -101,15 +103,13 @@ def test_two_processes_handle_each_file_and_each_tick_once(
 ) -> None:
     config = fleet_config(tmp_path, state_url)
     ticks = tmp_path / "ticks.log"
-    first = service(config)
+    # Both start at once, for the first time: they must agree on one anchor for the
+    # rate() schedule (the first to store it wins), or every tick would fire twice.
+    first, second = service(config), service(config)
     first.wait_started()
-    # The first instance anchors the rate() schedule in the shared store; the second reads
-    # that anchor. (Two first-ever starts at the same instant each anchor their own: see
-    # the cron source.)
-    wait_for(lambda: logged(ticks), timeout=15, message="the first tick")
-    second = service(config)
     second.wait_started()
     fleet = [first, second]
+    wait_for(lambda: logged(ticks), timeout=15, message="the first tick")
     ticks_before = len(logged(ticks))
 
     expected = {f"file-{i:02d}.txt" for i in range(50)}
@@ -134,5 +134,8 @@ def test_two_processes_handle_each_file_and_each_tick_once(
     assert [key for key, n in handled.items() if n != 1] == []
     fired = collections.Counter(time for _, time in logged(ticks))
     assert [time for time, n in fired.items() if n != 1] == []  # once, not once per process
+    # ...and on one schedule: had each instance anchored its own, ticks would interleave.
+    times = sorted(datetime.fromisoformat(t.replace("Z", "+00:00")) for t in fired)
+    assert all((b - a).total_seconds() == 2 for a, b in itertools.pairwise(times)), times
     for member in fleet:
         assert "Traceback" not in member.stderr, member.stderr

@@ -102,3 +102,31 @@ async def test_filedrop_skips_a_file_deleted_before_it_is_read(
     await source._take("gone.txt", tmp_path / "inbox" / "gone.txt")
     assert engine.events == []
     assert "skipping gone.txt: deleted or rewritten before it was processed" in caplog.text
+
+
+async def test_cron_uses_the_anchor_another_instance_stored_first() -> None:
+    # Two instances of a fleet start together: both read no anchor, and the other one
+    # stores its anchor first. This instance must follow that schedule, not start its own.
+    import dataclasses
+
+    import anyio
+
+    clock = FakeClock(start=datetime(2026, 1, 1, 12, 0, tzinfo=UTC).timestamp())
+    other = datetime(2026, 1, 1, 11, 59, 30, tzinfo=UTC)
+    engine = MemoryEngine(checkpoints={"anchor": other.isoformat().encode()})
+
+    async def nothing_yet() -> dict[str, bytes]:
+        return {}
+
+    context = dataclasses.replace(
+        engine.context(root=Path("."), clock=clock), get_checkpoints=nothing_yet
+    )
+    config = CronConfig(function="fn", schedule="rate(1 minute)")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(CronSource(config).run, context)
+        await clock.advance(30)
+        tg.cancel_scope.cancel()
+    # The other instance's ticks (same idempotency keys, so queued once between them), not
+    # 12:00:00 and 12:01:00 of a schedule of its own.
+    times = [e["time"] for e, _ in engine.events]  # type: ignore[index]
+    assert times == ["2026-01-01T11:59:30Z", "2026-01-01T12:00:30Z"]

@@ -386,3 +386,17 @@ async def test_a_crashed_instances_event_is_leased_again_after_its_lease(
         assert await survivor.claim(function="f", key="k", now=71.0, lease_until=141.0) == NEW
         await survivor.finish(again.id, function="f", key="k", result=b"ok", expires_at=999.0)
         assert await survivor.pending() == 0
+
+
+async def test_setdefault_checkpoint_agrees_across_instances(open_store: Opener) -> None:
+    async with open_store() as one, open_store() as two:
+        values: list[bytes] = []
+
+        async def start(store: PostgresStore, value: bytes) -> None:
+            values.append(await store.setdefault_checkpoint("cron", "anchor", value))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(start, one, b"from-one")
+            tg.start_soon(start, two, b"from-two")
+        assert len(set(values)) == 1  # whichever committed first, both see it
+        assert await two.get_checkpoints("cron") == {"anchor": values[0]}

@@ -423,3 +423,9 @@ async def test_enqueue_writes_its_checkpoint_in_the_same_transaction(db: Path) -
         )
         assert await store.get_checkpoints("src") == {"file-a": b"v2"}
         assert await store.pending() == 1
+
+
+async def test_setdefault_checkpoint_keeps_the_first_value(store: SqliteStore) -> None:
+    assert await store.setdefault_checkpoint("src", "anchor", b"first") == b"first"
+    assert await store.setdefault_checkpoint("src", "anchor", b"second") == b"first"
+    assert await store.get_checkpoints("src") == {"anchor": b"first"}
