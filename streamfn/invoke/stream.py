@@ -256,19 +256,18 @@ class StreamMapping:
             elif part.revoked.is_set():
                 continue
             offsets = part.offsets
+            # Records fetched again after a seek are already tracked: they are skipped.
+            skipped = offsets.track_many([record.offset for record in records])
+            if skipped:
+                records = records[skipped:]
             counters.received += len(records)
-            accepted: list[StreamRecord] = []
-            for record in records:
-                try:
-                    offsets.track(record.offset)
-                except ValueError:  # fetched again after a seek: already tracked
-                    counters.received -= 1
-                    continue
-                if matches is not None and not matches(filter_view(record)):
-                    offsets.finish(record.offset)
-                    counters.filtered += 1
-                    continue
-                accepted.append(record)
+            accepted: Sequence[StreamRecord] = records
+            if matches is not None:
+                accepted = [r for r in records if matches(filter_view(r))]
+                if len(accepted) < len(records):
+                    kept = {r.offset for r in accepted}
+                    offsets.finish_many([r.offset for r in records if r.offset not in kept])
+                    counters.filtered += len(records) - len(accepted)
             for oversize in self._builder.extend(tp, accepted, now):
                 self._start(part, None, oversize)
 

@@ -280,9 +280,7 @@ class BatchRunner:
 
     @staticmethod
     def _finish(offsets: PartitionOffsets, records: Sequence[StreamRecord]) -> None:
-        finish = offsets.finish
-        for record in records:
-            finish(record.offset)
+        offsets.finish_many([record.offset for record in records])
 
     def _now_ms(self) -> int:
         return int(self._clock.time() * 1000)

@@ -35,7 +35,7 @@ on it changes nothing the new assignment commits.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from streamfn.types import StreamRecord, TopicPartition
 
@@ -70,13 +70,34 @@ class PartitionOffsets:
         self._open.add(offset)
         self._next = offset + 1
 
+    def track_many(self, offsets: Sequence[int]) -> int:
+        """:meth:`track` for one fetch of the partition, in offset order. Offsets below the
+        next expected one (fetched again after a seek) are skipped; returns how many were
+        skipped, all at the front."""
+        start = 0
+        if self._next is not None:
+            while start < len(offsets) and offsets[start] < self._next:
+                start += 1
+        fresh = offsets[start:] if start else offsets
+        if fresh:
+            self._order.extend(fresh)
+            self._open.update(fresh)
+            self._next = fresh[-1] + 1
+        return start
+
     def finish(self, offset: int) -> None:
         """The record at ``offset`` is done: succeeded, filtered out, or sent to a destination."""
-        try:
-            self._open.remove(offset)
-        except KeyError:
-            raise ValueError(f"offset {offset} is not pending") from None
-        order, still_open = self._order, self._open
+        self.finish_many((offset,))
+
+    def finish_many(self, offsets: Iterable[int]) -> None:
+        """:meth:`finish` for several records (a batch) at once."""
+        still_open = self._open
+        for offset in offsets:
+            try:
+                still_open.remove(offset)
+            except KeyError:
+                raise ValueError(f"offset {offset} is not pending") from None
+        order = self._order
         while order and order[0] not in still_open:
             order.popleft()
 

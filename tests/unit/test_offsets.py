@@ -162,3 +162,16 @@ def test_tracker_reset_seeks_a_partition() -> None:
     assert tracker.to_commit() == {TP: 3}
     tracker.reset(TopicPartition("orders", 9), 42)
     assert tracker.to_commit()[TopicPartition("orders", 9)] == 42
+
+
+def test_track_many_skips_what_a_seek_fetched_again_and_finish_many_moves_the_watermark() -> None:
+    offsets = PartitionOffsets(10)
+    assert offsets.track_many([10, 11, 12, 14]) == 0
+    assert offsets.track_many([12, 14, 15]) == 2  # fetched again after a seek: skipped
+    assert offsets.pending == 5
+    offsets.finish_many([11, 10, 14])
+    assert offsets.committable() == 12
+    offsets.finish_many([12, 15])
+    assert offsets.committable() == 16
+    with pytest.raises(ValueError, match="offset 12 is not pending"):
+        offsets.finish_many([12])
