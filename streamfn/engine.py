@@ -66,6 +66,7 @@ class Engine:
         self._stop = anyio.Event()
         self.failure: SourceError | None = None
         self.queue: AsyncQueue | None = None
+        self.invoker: Invoker | None = None
         self.started = anyio.Event()
 
     def stop(self) -> None:
