@@ -66,7 +66,6 @@ class Engine:
         self._stop = anyio.Event()
         self.failure: SourceError | None = None
         self.queue: AsyncQueue | None = None
-        self.invoker: Invoker | None = None
         self.started = anyio.Event()
 
     def stop(self) -> None:
@@ -125,9 +124,7 @@ class Engine:
             yield self.queue
 
     def _wire(self, store: StateStore, runtime: Runtime) -> AsyncQueue:
-        invoker = Invoker(self.config, runtime)
-        self.invoker = invoker
-        return AsyncQueue(self.config, store, invoker, self.clock)
+        return AsyncQueue(self.config, store, Invoker(self.config, runtime), self.clock)
 
     def _source_names(self) -> Mapping[str, SourceConfig]:
         names: dict[str, SourceConfig] = {}
@@ -184,7 +181,7 @@ class Engine:
                 drain_timeout=service.drain_timeout,
             ),
             source=source,
-            invoke=self.invoker.invoke,
+            invoke=queue.invoker.invoke,
             destinations=DestinationWriter(self.config.root, queue.enqueue),
             function_arn=function_arn(
                 config.function, region=service.region, account=service.account

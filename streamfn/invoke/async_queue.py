@@ -83,6 +83,10 @@ class AsyncQueue:
     def store(self) -> StateStore:
         return self._store
 
+    @property
+    def invoker(self) -> Invoker:
+        return self._invoker
+
     def in_flight(self) -> int:
         """Events a worker is processing right now."""
         return self._busy
