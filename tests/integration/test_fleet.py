@@ -9,17 +9,10 @@ from __future__ import annotations
 
 import collections
 import itertools
-import os
-import uuid
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-import psycopg
-import pytest
 from conftest import wait_for
-
-SERVER = os.environ.get("STREAMFN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 HANDLERS = """
 import os, time
@@ -43,21 +36,6 @@ def collect(event, context):
 def tick(event, context):
     append("ticks.log", f"{os.getppid()} " + event["time"])
 """
-
-
-@pytest.fixture
-def state_url() -> Iterator[str]:
-    """The Postgres URL of a fresh schema, dropped after the test."""
-    schema = f"streamfn_fleet_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(SERVER, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"Postgres is required for fleet tests and is not reachable at {SERVER}: {exc}")
-    try:
-        yield f"{SERVER}?options=-csearch_path%3D{schema}"
-    finally:
-        admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        admin.close()
 
 
 def fleet_config(tmp_path: Path, state_url: str) -> Path:
@@ -99,9 +77,9 @@ def logged(path: Path) -> list[tuple[str, str]]:
 
 
 def test_two_processes_handle_each_file_and_each_tick_once(
-    tmp_path: Path, service, state_url: str
+    tmp_path: Path, service, postgres_url: str
 ) -> None:
-    config = fleet_config(tmp_path, state_url)
+    config = fleet_config(tmp_path, postgres_url)
     ticks = tmp_path / "ticks.log"
     # Both start at once, for the first time: they must agree on one anchor for the
     # rate() schedule (the first to store it wins), or every tick would fire twice.

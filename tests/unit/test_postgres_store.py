@@ -9,9 +9,7 @@ without it these tests fail (CI has it), they do not skip.
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 
 import anyio
@@ -25,7 +23,6 @@ from streamfn.state.postgres import PostgresStore, open_postgres_store
 
 pytestmark = pytest.mark.anyio
 
-SERVER = os.environ.get("STREAMFN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 NEW = Claim(ClaimState.NEW)
 IN_PROGRESS = Claim(ClaimState.IN_PROGRESS)
 
@@ -38,23 +35,8 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-def url() -> Iterator[str]:
-    """A URL whose search_path is a fresh schema; the schema is dropped after the test."""
-    schema = f"streamfn_test_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(SERVER, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"Postgres is required for these tests and is not reachable at {SERVER}: {exc}")
-    try:
-        yield f"{SERVER}?options=-csearch_path%3D{schema}"
-    finally:
-        admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        admin.close()
-
-
-@pytest.fixture
-def open_store(url: str) -> Opener:
-    return lambda: open_postgres_store(url)
+def open_store(postgres_url: str) -> Opener:
+    return lambda: open_postgres_store(postgres_url)
 
 
 @pytest.fixture
@@ -115,11 +97,11 @@ async def test_enqueue_writes_its_checkpoint_in_the_same_transaction(store: Post
 # --- idempotency -----------------------------------------------------------------------------
 
 
-async def test_finish_is_one_transaction(store: PostgresStore, url: str) -> None:
+async def test_finish_is_one_transaction(store: PostgresStore, postgres_url: str) -> None:
     await put(store, "k")
     [event] = await store.lease(now=0.0, limit=1, lease_for=30)
     await store.claim(function="f", key="k", now=0.0, lease_until=30.0)
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as other:
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as other:
         await other.execute(  # make the ack half of finish fail
             "CREATE FUNCTION no_ack() RETURNS trigger LANGUAGE plpgsql AS"
             " $$ BEGIN RAISE EXCEPTION 'no'; END $$"
@@ -179,10 +161,10 @@ async def test_calls_after_close_fail(store: PostgresStore) -> None:
         await store.pending()
 
 
-async def test_a_newer_schema_is_refused(open_store: Opener, url: str) -> None:
+async def test_a_newer_schema_is_refused(open_store: Opener, postgres_url: str) -> None:
     async with open_store():
         pass
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as other:
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as other:
         await other.execute("UPDATE streamfn_schema SET version = 99")
     with pytest.raises(StateError, match="schema version 99 is newer"):
         async with open_store():

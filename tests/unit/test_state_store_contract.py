@@ -9,12 +9,9 @@ passed in, never read. Postgres is required (CI has it): without it these tests 
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from streamfn.state.base import Claim, ClaimState, StateStore
@@ -23,7 +20,6 @@ from streamfn.state.sqlite import open_sqlite_store
 
 pytestmark = pytest.mark.anyio
 
-SERVER = os.environ.get("STREAMFN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 NEW = Claim(ClaimState.NEW)
 IN_PROGRESS = Claim(ClaimState.IN_PROGRESS)
 
@@ -31,21 +27,6 @@ IN_PROGRESS = Claim(ClaimState.IN_PROGRESS)
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A URL whose search_path is a fresh schema; the schema is dropped after the test."""
-    schema = f"streamfn_test_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(SERVER, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"Postgres is required for these tests and is not reachable at {SERVER}: {exc}")
-    try:
-        yield f"{SERVER}?options=-csearch_path%3D{schema}"
-    finally:
-        admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        admin.close()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
