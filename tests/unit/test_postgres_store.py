@@ -56,44 +56,6 @@ async def keys(store: StateStore, now: float, limit: int = 100, lease_for: float
     return [e.idempotency_key for e in await store.lease(now=now, limit=limit, lease_for=lease_for)]
 
 
-# --- async queue -----------------------------------------------------------------------------
-
-
-async def test_lease_respects_limit_and_never_hands_out_an_event_twice(
-    store: PostgresStore,
-) -> None:
-    for i in range(5):
-        await put(store, f"k{i}", now=float(i))
-    assert await keys(store, now=10.0, limit=2) == ["k0", "k1"]
-    assert await keys(store, now=10.0, limit=2) == ["k2", "k3"]
-    assert await keys(store, now=10.0, limit=2) == ["k4"]
-    assert await keys(store, now=10.0, limit=2) == []
-    assert await store.lease(now=10.0, limit=0, lease_for=30) == []
-    assert await store.pending() == 5
-
-
-async def test_ack_removes_only_its_event(store: PostgresStore) -> None:
-    await put(store, "a")
-    await put(store, "b")
-    first, _ = await store.lease(now=0.0, limit=2, lease_for=30)
-    await store.ack(first.id)
-    assert await store.pending() == 1
-    assert await keys(store, now=100.0) == ["b"]
-
-
-async def test_enqueue_writes_its_checkpoint_in_the_same_transaction(store: PostgresStore) -> None:
-    common = {"function": "f", "payload": b"{}", "idempotency_ttl": 60.0, "now": 0.0}
-    assert await store.enqueue(
-        request_id="r1", idempotency_key="k", **common, checkpoint=("src", "file-a", b"v1")
-    )
-    # A duplicate queues nothing, but its checkpoint is still written.
-    assert not await store.enqueue(
-        request_id="r2", idempotency_key="k", **common, checkpoint=("src", "file-a", b"v2")
-    )
-    assert await store.get_checkpoints("src") == {"file-a": b"v2"}
-    assert await store.pending() == 1
-
-
 # --- idempotency -----------------------------------------------------------------------------
 
 
@@ -116,22 +78,6 @@ async def test_finish_is_one_transaction(store: PostgresStore, postgres_url: str
     assert isinstance(caught.value.__cause__, psycopg.Error)
     assert await store.pending() == 1
     assert await store.claim(function="f", key="k", now=1.0, lease_until=30.0) == IN_PROGRESS
-
-
-# --- checkpoints -----------------------------------------------------------------------------
-
-
-async def test_checkpoints(store: PostgresStore) -> None:
-    assert await store.get_checkpoints("src") == {}
-    await store.put_checkpoint("src", "a", b"1")
-    await store.put_checkpoint("src", "b", b"2")
-    await store.put_checkpoint("src", "a", b"3")
-    await store.put_checkpoint("other", "a", b"x")
-    assert await store.get_checkpoints("src") == {"a": b"3", "b": b"2"}
-    await store.delete_checkpoint("src", "a")
-    await store.delete_checkpoint("src", "missing")
-    assert await store.get_checkpoints("src") == {"b": b"2"}
-    assert await store.get_checkpoints("other") == {"a": b"x"}
 
 
 # --- lifecycle -------------------------------------------------------------------------------
@@ -184,16 +130,6 @@ async def test_a_malformed_url_is_a_state_error() -> None:
     with pytest.raises(StateError, match="invalid Postgres URL"):
         async with open_postgres_store("postgresql://127.0.0.1/test?bogus=1"):
             pass
-
-
-async def test_a_cancelled_call_still_finishes_its_transaction(store: PostgresStore) -> None:
-    with anyio.CancelScope() as scope:
-        scope.cancel()
-        await put(store, "k")
-        await anyio.lowlevel.checkpoint()  # where the cancellation lands
-        pytest.fail("not cancelled")
-    assert scope.cancelled_caught
-    assert await store.pending() == 1
 
 
 # --- a fleet: several instances on one database ----------------------------------------------

@@ -63,29 +63,6 @@ def python(script: str, *args: str) -> list[str]:
 CHILD_ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
-# --- async queue -----------------------------------------------------------------------------
-
-
-async def test_lease_respects_limit_and_never_hands_out_an_event_twice(store: SqliteStore) -> None:
-    for i in range(5):
-        await put(store, f"k{i}", now=float(i))
-    assert await keys(store, now=10.0, limit=2) == ["k0", "k1"]
-    assert await keys(store, now=10.0, limit=2) == ["k2", "k3"]
-    assert await keys(store, now=10.0, limit=2) == ["k4"]
-    assert await keys(store, now=10.0, limit=2) == []
-    assert await store.lease(now=10.0, limit=0, lease_for=30) == []
-    assert await store.pending() == 5
-
-
-async def test_ack_removes_only_its_event(store: SqliteStore) -> None:
-    await put(store, "a")
-    await put(store, "b")
-    first, _ = await store.lease(now=0.0, limit=2, lease_for=30)
-    await store.ack(first.id)
-    assert await store.pending() == 1
-    assert await keys(store, now=100.0) == ["b"]
-
-
 # --- idempotency -----------------------------------------------------------------------------
 
 
@@ -103,22 +80,6 @@ async def test_finish_is_one_transaction(store: SqliteStore, db: Path) -> None:
     assert isinstance(caught.value.__cause__, sqlite3.Error)
     assert await store.pending() == 1
     assert await store.claim(function="f", key="k", now=1.0, lease_until=30.0) == IN_PROGRESS
-
-
-# --- checkpoints -----------------------------------------------------------------------------
-
-
-async def test_checkpoints(store: SqliteStore) -> None:
-    assert await store.get_checkpoints("src") == {}
-    await store.put_checkpoint("src", "a", b"1")
-    await store.put_checkpoint("src", "b", b"2")
-    await store.put_checkpoint("src", "a", b"3")
-    await store.put_checkpoint("other", "a", b"x")
-    assert await store.get_checkpoints("src") == {"a": b"3", "b": b"2"}
-    await store.delete_checkpoint("src", "a")
-    await store.delete_checkpoint("src", "missing")
-    assert await store.get_checkpoints("src") == {"b": b"2"}
-    assert await store.get_checkpoints("other") == {"a": b"x"}
 
 
 # --- lifecycle: reopen, ownership, crashes ---------------------------------------------------
@@ -257,16 +218,6 @@ async def test_a_missing_directory_is_a_state_error(tmp_path: Path) -> None:
             pass
 
 
-async def test_a_cancelled_call_still_finishes_its_transaction(store: SqliteStore) -> None:
-    with anyio.CancelScope() as scope:
-        scope.cancel()
-        await put(store, "k")
-        await anyio.lowlevel.checkpoint()  # where the cancellation lands
-        pytest.fail("not cancelled")
-    assert scope.cancelled_caught
-    assert await store.pending() == 1
-
-
 async def test_concurrent_writes_commit_together_and_a_failing_one_fails_alone(db: Path) -> None:
     def boom(conn: object) -> None:
         raise ValueError("this job fails")
@@ -290,23 +241,3 @@ async def test_concurrent_writes_commit_together_and_a_failing_one_fails_alone(d
     async with open_sqlite_store(db) as reopened:
         saved = await reopened.get_checkpoints("src")
     assert saved == {f"k{i}": str(i).encode() for i in range(200)}
-
-
-async def test_enqueue_writes_its_checkpoint_in_the_same_transaction(db: Path) -> None:
-    async with open_sqlite_store(db) as store:
-        common = {"function": "f", "payload": b"{}", "idempotency_ttl": 60.0, "now": 0.0}
-        assert await store.enqueue(
-            request_id="r1", idempotency_key="k", **common, checkpoint=("src", "file-a", b"v1")
-        )
-        # A duplicate queues nothing, but its checkpoint is still written.
-        assert not await store.enqueue(
-            request_id="r2", idempotency_key="k", **common, checkpoint=("src", "file-a", b"v2")
-        )
-        assert await store.get_checkpoints("src") == {"file-a": b"v2"}
-        assert await store.pending() == 1
-
-
-async def test_setdefault_checkpoint_keeps_the_first_value(store: SqliteStore) -> None:
-    assert await store.setdefault_checkpoint("src", "anchor", b"first") == b"first"
-    assert await store.setdefault_checkpoint("src", "anchor", b"second") == b"first"
-    assert await store.get_checkpoints("src") == {"anchor": b"first"}

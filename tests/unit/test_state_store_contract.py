@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
+import anyio.lowlevel
 import pytest
 
 from streamfn.state.base import Claim, ClaimState, StateStore
@@ -169,3 +171,67 @@ async def test_expire_deletes_expired_and_stale_records(store: StateStore) -> No
     )
     assert await store.claim(function="f", key="b", now=20.0, lease_until=50.0) == NEW
     assert await store.claim(function="f", key="live", now=20.0, lease_until=50.0) == IN_PROGRESS
+
+
+async def test_lease_respects_limit_and_never_hands_out_an_event_twice(
+    store: StateStore,
+) -> None:
+    for i in range(5):
+        await put(store, f"k{i}", now=float(i))
+    assert await keys(store, now=10.0, limit=2) == ["k0", "k1"]
+    assert await keys(store, now=10.0, limit=2) == ["k2", "k3"]
+    assert await keys(store, now=10.0, limit=2) == ["k4"]
+    assert await keys(store, now=10.0, limit=2) == []
+    assert await store.lease(now=10.0, limit=0, lease_for=30) == []
+    assert await store.pending() == 5
+
+
+async def test_ack_removes_only_its_event(store: StateStore) -> None:
+    await put(store, "a")
+    await put(store, "b")
+    first, _ = await store.lease(now=0.0, limit=2, lease_for=30)
+    await store.ack(first.id)
+    assert await store.pending() == 1
+    assert await keys(store, now=100.0) == ["b"]
+
+
+async def test_checkpoints(store: StateStore) -> None:
+    assert await store.get_checkpoints("src") == {}
+    await store.put_checkpoint("src", "a", b"1")
+    await store.put_checkpoint("src", "b", b"2")
+    await store.put_checkpoint("src", "a", b"3")
+    await store.put_checkpoint("other", "a", b"x")
+    assert await store.get_checkpoints("src") == {"a": b"3", "b": b"2"}
+    await store.delete_checkpoint("src", "a")
+    await store.delete_checkpoint("src", "missing")
+    assert await store.get_checkpoints("src") == {"b": b"2"}
+    assert await store.get_checkpoints("other") == {"a": b"x"}
+
+
+async def test_a_cancelled_call_still_finishes_its_transaction(store: StateStore) -> None:
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await put(store, "k")
+        await anyio.lowlevel.checkpoint()  # where the cancellation lands
+        pytest.fail("not cancelled")
+    assert scope.cancelled_caught
+    assert await store.pending() == 1
+
+
+async def test_enqueue_writes_its_checkpoint_in_the_same_transaction(store: StateStore) -> None:
+    common = {"function": "f", "payload": b"{}", "idempotency_ttl": 60.0, "now": 0.0}
+    assert await store.enqueue(
+        request_id="r1", idempotency_key="k", **common, checkpoint=("src", "file-a", b"v1")
+    )
+    # A duplicate queues nothing, but its checkpoint is still written.
+    assert not await store.enqueue(
+        request_id="r2", idempotency_key="k", **common, checkpoint=("src", "file-a", b"v2")
+    )
+    assert await store.get_checkpoints("src") == {"file-a": b"v2"}
+    assert await store.pending() == 1
+
+
+async def test_setdefault_checkpoint_keeps_the_first_value(store: StateStore) -> None:
+    assert await store.setdefault_checkpoint("src", "anchor", b"first") == b"first"
+    assert await store.setdefault_checkpoint("src", "anchor", b"second") == b"first"
+    assert await store.get_checkpoints("src") == {"anchor": b"first"}
