@@ -68,10 +68,12 @@ def seen(event):
 '''
 
 RECORD_ALL = """
+import time
 from recorder import seen, write
 
 
 def handler(event, context):
+    time.sleep({delay})
     write("{name}", {{"records": seen(event)}})
 """
 
@@ -111,10 +113,12 @@ class Pipeline:
     def config(self) -> Path:
         return self.root / "streamfn.toml"
 
-    def function(self, name: str, source: str | None = None, **fields: Any) -> None:
+    def function(
+        self, name: str, source: str | None = None, *, delay: float = 0.0, **fields: Any
+    ) -> None:
         """Add function ``name`` whose module ``<name>.py`` holds ``source`` (default: record
-        every invocation under ``name``)."""
-        code = source if source is not None else RECORD_ALL.format(name=name)
+        every invocation under ``name``, after ``delay`` seconds of work)."""
+        code = source if source is not None else RECORD_ALL.format(name=name, delay=delay)
         (self.root / "functions" / f"{name}.py").write_text(code)
         self.functions[name] = {
             "handler": f"{name}:handler",

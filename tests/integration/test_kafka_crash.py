@@ -17,16 +17,6 @@ from streamfn.embedded import EmbeddedKafka
 
 pytestmark = pytest.mark.integration
 
-SLOW = """
-import time
-from recorder import seen, write
-
-
-def handler(event, context):
-    time.sleep(0.05)
-    write("slow", {"records": seen(event)})
-"""
-
 
 def test_sigkill_mid_stream_then_restart_loses_nothing(
     kafka_broker: EmbeddedKafka,
@@ -38,7 +28,7 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(
     servers = kafka_broker.bootstrap_servers
     topic = new_topic(3)
     pipeline = Pipeline(tmp_path, servers, runtime=function_runtime)
-    pipeline.function("slow", SLOW)
+    pipeline.function("slow", delay=0.05)
     pipeline.kafka("slow", topic, batch_size=10, maximum_batching_window=0.05)
     pipeline.write()
     acks = produce(servers, topic, [(None, b"%d" % i, ()) for i in range(1_500)])

@@ -24,16 +24,6 @@ pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
 
-STEADY = """
-import time
-from recorder import seen, write
-
-
-def handler(event, context):
-    time.sleep(0.01)
-    write("steady", {"records": seen(event)})
-"""
-
 
 def test_two_services_share_the_partitions_while_records_are_produced(
     kafka_broker: EmbeddedKafka,
@@ -44,7 +34,7 @@ def test_two_services_share_the_partitions_while_records_are_produced(
     servers = kafka_broker.bootstrap_servers
     topic = new_topic(PARTITIONS)
     pipeline = Pipeline(tmp_path, servers)
-    pipeline.function("steady", STEADY)
+    pipeline.function("steady", delay=0.01)
     pipeline.kafka("steady", topic, batch_size=20)
     pipeline.write()
     # The same pipeline; only the SQLite state directory differs (one process holds each).
