@@ -11,31 +11,9 @@ from streamfn.config import parse_config
 from streamfn.invoke.async_queue import AsyncQueue
 from streamfn.invoke.invoker import Invoker
 from streamfn.state.sqlite import open_sqlite_store
-from streamfn.testing import FakeClock
-from streamfn.types import InvocationRequest, InvocationResult, Outcome, Report
+from streamfn.testing import FakeClock, GatedRuntime
 
 pytestmark = pytest.mark.anyio
-
-
-class GatedRuntime:
-    def __init__(self) -> None:
-        self.running = 0
-        self.peak = 0
-        self.done = 0
-        self.gate = anyio.Event()
-
-    async def invoke(self, request: InvocationRequest) -> InvocationResult:
-        self.running += 1
-        self.peak = max(self.peak, self.running)
-        await self.gate.wait()
-        self.running -= 1
-        self.done += 1
-        report = Report(
-            duration_ms=1, billed_duration_ms=1, memory_size_mb=128, max_memory_used_mb=1
-        )
-        return InvocationResult(
-            request_id=request.request_id, outcome=Outcome.SUCCESS, payload=b"null", report=report
-        )
 
 
 async def test_a_flood_of_events_runs_within_max_concurrency(tmp_path: Path) -> None:

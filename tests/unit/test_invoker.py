@@ -10,32 +10,10 @@ import pytest
 
 from streamfn.config import Config, parse_config
 from streamfn.invoke.invoker import Invoker
-from streamfn.types import InvocationRequest, InvocationResult, Outcome, Report
+from streamfn.testing import GatedRuntime
+from streamfn.types import InvocationRequest, InvocationResult, Outcome
 
 pytestmark = pytest.mark.anyio
-
-
-class GatedRuntime:
-    """A runtime whose invocations run until the test opens the gate."""
-
-    def __init__(self) -> None:
-        self.running = 0
-        self.peak = 0
-        self.gate = anyio.Event()
-
-    async def invoke(self, request: InvocationRequest) -> InvocationResult:
-        self.running += 1
-        self.peak = max(self.peak, self.running)
-        await self.gate.wait()
-        self.running -= 1
-        return InvocationResult(
-            request_id=request.request_id,
-            outcome=Outcome.SUCCESS,
-            payload=b"null",
-            report=Report(
-                duration_ms=1, billed_duration_ms=1, memory_size_mb=128, max_memory_used_mb=1
-            ),
-        )
 
 
 def config(tmp_path: Path, *, reserved: int | None, service: int = 64) -> Config:
@@ -53,13 +31,15 @@ def request(n: int, function: str = "f") -> InvocationRequest:
     return InvocationRequest(function=function, payload=b"{}", request_id=f"r{n}")
 
 
-async def test_direct_invocations_over_reserved_concurrency_are_throttled(tmp_path: Path) -> None:
-    runtime = GatedRuntime()
-    invoker = Invoker(config(tmp_path, reserved=2), runtime)
+async def invoke_five(
+    invoker: Invoker, runtime: GatedRuntime, *, wait: bool
+) -> list[InvocationResult]:
+    """Five concurrent invocations of ``f``; two of them (reserved_concurrency 2) run until
+    everyone who will is waiting, then the gate opens."""
     results: list[InvocationResult] = []
 
     async def call(n: int) -> None:
-        results.append(await invoker.invoke(request(n), wait=False))
+        results.append(await invoker.invoke(request(n), wait=wait))
 
     async with anyio.create_task_group() as tg:
         for n in range(5):
@@ -67,6 +47,12 @@ async def test_direct_invocations_over_reserved_concurrency_are_throttled(tmp_pa
         await anyio.wait_all_tasks_blocked()
         assert runtime.running == 2
         runtime.gate.set()
+    return results
+
+
+async def test_direct_invocations_over_reserved_concurrency_are_throttled(tmp_path: Path) -> None:
+    runtime = GatedRuntime()
+    results = await invoke_five(Invoker(config(tmp_path, reserved=2), runtime), runtime, wait=False)
     throttled = [r for r in results if r.outcome is Outcome.THROTTLED]
     assert len(throttled) == 3 and runtime.peak == 2
     body = msgspec.json.decode(throttled[0].payload)
@@ -77,18 +63,7 @@ async def test_direct_invocations_over_reserved_concurrency_are_throttled(tmp_pa
 
 async def test_waiting_callers_run_in_turn_within_the_limit(tmp_path: Path) -> None:
     runtime = GatedRuntime()
-    invoker = Invoker(config(tmp_path, reserved=2), runtime)
-    results: list[InvocationResult] = []
-
-    async def call(n: int) -> None:
-        results.append(await invoker.invoke(request(n), wait=True))
-
-    async with anyio.create_task_group() as tg:
-        for n in range(5):
-            tg.start_soon(call, n)
-        await anyio.wait_all_tasks_blocked()
-        assert runtime.running == 2
-        runtime.gate.set()
+    results = await invoke_five(Invoker(config(tmp_path, reserved=2), runtime), runtime, wait=True)
     assert [r.outcome for r in results] == [Outcome.SUCCESS] * 5
     assert runtime.peak == 2
 
