@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from streamfn.mapper.filtering import EventPattern, compile_filters
+from streamfn.filtering import EventPattern, compile_filters
 
 PATTERN: dict[str, Any] = {
     "eventSource": ["aws:kinesis"],

@@ -11,12 +11,12 @@ __version__ = "0.1.0"
 __all__ = ["EventPattern", "__version__"]
 
 if TYPE_CHECKING:
-    from streamfn.mapper.filtering import EventPattern
+    from streamfn.filtering import EventPattern
 
 
 def __getattr__(name: str) -> Any:
     if name == "EventPattern":
-        from streamfn.mapper.filtering import EventPattern
+        from streamfn.filtering import EventPattern
 
         return EventPattern
     raise AttributeError(f"module 'streamfn' has no attribute {name!r}")

@@ -28,7 +28,7 @@ from streamfn.config import Config, load_config
 from streamfn.errors import ConfigError, InvalidPatternError, StreamfnError
 from streamfn.plugins import Registry
 from streamfn.runtime.base import FUNCTION_LOGGER
-from streamfn.sources import StreamSourceConfig
+from streamfn.streams.contract import StreamSourceConfig
 
 if TYPE_CHECKING:
     from streamfn.engine import Engine
@@ -237,7 +237,7 @@ def _invoke(args: argparse.Namespace) -> int:
 
 
 def _test_pattern(args: argparse.Namespace) -> int:
-    from streamfn.mapper.filtering import EventPattern
+    from streamfn.filtering import EventPattern
 
     try:
         pattern = EventPattern.parse(args.pattern)

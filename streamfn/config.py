@@ -340,8 +340,8 @@ def _unwrap(kind: Any) -> Any:
 
 
 def _check_references(config: Config, *, file: str) -> None:
+    from streamfn.filtering import compile_filters
     from streamfn.invoke.destinations import parse_destination
-    from streamfn.mapper.filtering import compile_filters
 
     for name, function in config.functions.items():
         for field in ("on_success", "on_failure"):

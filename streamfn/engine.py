@@ -7,7 +7,7 @@ in-flight invocations finish for up to ``drain_timeout`` seconds, then cancels t
 anything unfinished is still in the durable queue and runs after the next start.
 
 Stream sources (connector kind ``"stream"``, e.g. Kafka) are not in the async path: each
-runs as a :class:`~streamfn.invoke.stream.StreamMapping` that invokes batches directly.
+runs as a :class:`~streamfn.streams.driver.StreamMapping` that invokes batches directly.
 On stop, after the event sources are cancelled, every mapping stops fetching, lets its
 in-flight batches finish (within ``drain_timeout``) and commits, before the async queue
 drains; a mapping's failure records for ``function:`` destinations still reach the queue.
@@ -27,18 +27,19 @@ import msgspec
 from streamfn.clock import Clock, SystemClock
 from streamfn.config import Config, SourceConfig
 from streamfn.errors import SourceError
-from streamfn.invoke.async_queue import AsyncQueue
+from streamfn.events.contract import Emit, EventSource, SourceContext
+from streamfn.events.dispatcher import AsyncQueue
+from streamfn.events.keys import key_from_path
+from streamfn.filtering import compile_filters
 from streamfn.invoke.destinations import DestinationWriter
 from streamfn.invoke.invoker import Invoker
-from streamfn.invoke.stream import StreamMapping, StreamMappingPolicy
-from streamfn.mapper.filtering import compile_filters
-from streamfn.mapper.idempotency import key_from_path
 from streamfn.plugins import Registry
 from streamfn.runtime.base import Runtime, function_arn
 from streamfn.runtime.router import open_runtime
-from streamfn.sources import Emit, EventSource, SourceContext, StreamSource, StreamSourceConfig
 from streamfn.state import open_state_store
 from streamfn.state.base import StateStore
+from streamfn.streams.contract import StreamSource, StreamSourceConfig
+from streamfn.streams.driver import StreamMapping, StreamMappingPolicy
 
 log = logging.getLogger("streamfn.engine")
 

@@ -25,7 +25,8 @@ from streamfn.errors import PluginError
 
 if TYPE_CHECKING:
     from streamfn.config import SourceConfig
-    from streamfn.sources import EventSource, StreamSource
+    from streamfn.events.contract import EventSource
+    from streamfn.streams.contract import StreamSource
 
 GROUP = "streamfn.connectors"
 

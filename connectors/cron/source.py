@@ -12,8 +12,8 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from streamfn.events.scheduled import schedule_arn, scheduled_event
-from streamfn.sources import SourceContext
+from connectors.cron.event import schedule_arn, scheduled_event
+from streamfn.events.contract import SourceContext
 
 from .config import CronConfig
 from .schedule import parse_schedule, plan_tick

@@ -18,9 +18,9 @@ from pathlib import Path
 import anyio.to_thread
 import msgspec
 
+from connectors.filedrop.event import object_created_event
 from streamfn.errors import SourceError
-from streamfn.events.s3 import object_created_event
-from streamfn.sources import SourceContext
+from streamfn.events.contract import SourceContext
 
 from .config import FiledropConfig
 from .scan import Seen, StabilityTracker, format_sequencer, is_candidate, is_new, next_sequence

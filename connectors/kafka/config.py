@@ -1,7 +1,7 @@
 """``type = "kafka"``: Lambda's self-managed Kafka event-source mapping.
 
 The mapping settings (batching, retries, destinations) come from
-:class:`~streamfn.sources.StreamSourceConfig`; this Struct adds how to reach the topic.
+:class:`~streamfn.streams.contract.StreamSourceConfig`; this Struct adds how to reach the topic.
 Names follow AWS's ``CreateEventSourceMapping`` in snake_case, durations in seconds.
 """
 
@@ -13,7 +13,7 @@ import msgspec
 from msgspec import Meta
 
 from streamfn.invoke.destinations import KafkaDestination, parse_destination
-from streamfn.sources import StreamSourceConfig
+from streamfn.streams.contract import StreamSourceConfig
 
 EMBEDDED = "embedded"
 """``bootstrap_servers = "embedded"``: the broker ``streamfn run --embedded-kafka`` starts."""

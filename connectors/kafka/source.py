@@ -2,7 +2,7 @@
 destinations, a producer on the same cluster.
 
 Everything the mapping decides (what to commit and when, which partitions to pause) comes
-from the driver, :mod:`streamfn.invoke.stream`; this module translates between it and
+from the driver, :mod:`streamfn.streams.driver`; this module translates between it and
 aiokafka. The consumer never commits on its own (``enable_auto_commit=False``).
 
 Partition changes reach the driver through aiokafka's rebalance listener, which aiokafka
@@ -36,7 +36,7 @@ from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.helpers import create_ssl_context
 
 from streamfn.errors import SourceError
-from streamfn.sources import StreamListener, StreamPosition
+from streamfn.streams.contract import StreamListener, StreamPosition
 from streamfn.types import StreamRecord, TimestampType, TopicPartition
 
 from .config import EMBEDDED, KafkaConfig

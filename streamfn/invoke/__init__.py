@@ -1,1 +1,2 @@
-"""Invoking functions: the invoker (limits), the async queue (durable path), destinations."""
+"""Invoking functions, shared by both paths: the invoker (concurrency limits, throttling)
+and destinations (where records of decided events go)."""

@@ -1,4 +1,4 @@
-"""The state store: one interface, an SQLite backend (and later Postgres).
+"""The state store: one interface, an SQLite and a Postgres backend.
 
 It holds three things, each with a guarantee the engine depends on:
 
@@ -20,11 +20,14 @@ Cancellation of a call leaves the store consistent: each method is one transacti
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from typing import Protocol
 
 import msgspec
+
+from streamfn.state.claims import Claim, ClaimState
+
+__all__ = ["Claim", "ClaimState", "QueuedEvent", "StateStore"]
 
 
 class QueuedEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -42,18 +45,6 @@ class QueuedEvent(msgspec.Struct, frozen=True, kw_only=True):
     """Function-error attempts made so far (throttles do not count)."""
     invoke_count: int = 0
     """Times the function actually ran (AWS's approximateInvokeCount)."""
-
-
-class ClaimState(enum.Enum):
-    NEW = "new"
-    IN_PROGRESS = "in_progress"
-    COMPLETED = "completed"
-
-
-class Claim(msgspec.Struct, frozen=True):
-    state: ClaimState
-    result: bytes | None = None
-    """For COMPLETED: the response payload the completed invocation returned."""
 
 
 class StateStore(Protocol):

@@ -14,7 +14,7 @@ name it with libpq's own ``options`` parameter, which keeps deployments (and tes
 Unlike the SQLite store, nothing owns the database: several instances use it at once, so
 opening resets nothing. What a crashed instance held comes back by expiry alone: its queue
 leases pass ``leased_until`` and make the events due again, its IN_PROGRESS claims pass
-``lease_until`` and are claimed anew (see :func:`~streamfn.mapper.idempotency.decide_claim`).
+``lease_until`` and are claimed anew (see :func:`~streamfn.state.claims.decide_claim`).
 
 Every method is one transaction on one pooled connection:
 
@@ -51,8 +51,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from streamfn.errors import RetriableStateError, StateError
-from streamfn.mapper.idempotency import IdempotencyRecord, decide_claim
 from streamfn.state.base import Claim, ClaimState, QueuedEvent
+from streamfn.state.claims import IdempotencyRecord, decide_claim
 
 __all__ = ["PostgresStore", "open_postgres_store"]
 

@@ -45,8 +45,8 @@ import anyio
 import anyio.to_thread
 
 from streamfn.errors import RetriableStateError, StateError
-from streamfn.mapper.idempotency import IdempotencyRecord, decide_claim
 from streamfn.state.base import Claim, ClaimState, QueuedEvent
+from streamfn.state.claims import IdempotencyRecord, decide_claim
 
 __all__ = ["SqliteStore", "open_sqlite_store"]
 

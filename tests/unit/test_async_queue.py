@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from streamfn.config import parse_config
-from streamfn.invoke.async_queue import AsyncQueue
+from streamfn.events.dispatcher import AsyncQueue
 from streamfn.invoke.invoker import Invoker
 from streamfn.state.sqlite import open_sqlite_store
 from streamfn.testing import FakeClock, GatedRuntime

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamfn.mapper.async_retry import AsyncRetryPolicy, Deliver, Discard, Retry
+from streamfn.events.retry import AsyncRetryPolicy, Deliver, Discard, Retry
 from streamfn.types import Outcome
 
 AWS = AsyncRetryPolicy()  # 2 retries, 6 h, 60 s first delay

@@ -9,7 +9,7 @@ import pytest
 
 from streamfn.errors import ConfigError
 from streamfn.events.kafka import kafka_event
-from streamfn.mapper.batching import (
+from streamfn.streams.batching import (
     EVENT_OVERHEAD_BYTES,
     BatchBuilder,
     BatchPolicy,

@@ -6,7 +6,7 @@ from urllib.parse import unquote_plus
 
 import pytest
 
-from streamfn.events.s3 import encode_key, object_created_event
+from connectors.filedrop.event import encode_key, object_created_event
 
 
 @pytest.mark.parametrize(

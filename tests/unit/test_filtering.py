@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from streamfn.errors import InvalidPatternError
-from streamfn.mapper.filtering import MAX_FILTERS, EventPattern, compile_filters
+from streamfn.filtering import MAX_FILTERS, EventPattern, compile_filters
 
 
 def case(pattern: dict[str, Any], event: object, expected: bool, id: str) -> Any:

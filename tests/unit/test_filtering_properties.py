@@ -14,7 +14,7 @@ from typing import Any
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from streamfn.mapper.filtering import EventPattern
+from streamfn.filtering import EventPattern
 
 Path = tuple[str, ...]
 

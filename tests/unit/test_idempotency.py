@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from streamfn.mapper.idempotency import IdempotencyRecord, decide_claim, derive_key, key_from_path
+from streamfn.events.keys import key_from_path
 from streamfn.state.base import Claim, ClaimState
+from streamfn.state.claims import IdempotencyRecord, decide_claim
 
 NEW = Claim(ClaimState.NEW)
 IN_PROGRESS = Claim(ClaimState.IN_PROGRESS)
@@ -93,36 +94,3 @@ def test_key_from_path_does_not_index_into_strings_or_non_json() -> None:
 def test_key_from_path_rejects_empty_segments(path: str) -> None:
     with pytest.raises(ValueError, match="empty segment"):
         key_from_path(EVENT, path)
-
-
-@pytest.mark.parametrize(
-    ("parts", "expected"),
-    [
-        (["orders-0", "17"], "orders-0|17"),
-        (["only"], "only"),
-        ([""], ""),
-        (["", ""], "|"),
-        (["a|b", "c"], "a\\|b|c"),
-        (["a", "b|c"], "a|b\\|c"),
-        (["a\\", "b"], "a\\\\|b"),
-        (["a\\|b"], "a\\\\\\|b"),
-        (("tuple", "ok"), "tuple|ok"),
-    ],
-)
-def test_derive_key(parts: list[str], expected: str) -> None:
-    assert derive_key(parts) == expected
-
-
-def test_derive_key_is_unambiguous() -> None:
-    candidates = [
-        ["a", "b"], ["a|b"], ["a\\", "b"], ["a", "\\b"], ["a\\|b"], ["a|", "b"], ["a", "|b"],
-        [""], ["", ""], ["|"], ["\\"], ["\\", ""], ["", "\\"], ["a", "b", ""],
-    ]  # fmt: skip
-    keys = [derive_key(parts) for parts in candidates]
-    assert len(set(keys)) == len(keys)
-
-
-@pytest.mark.parametrize("parts", [[], (), "ab"])
-def test_derive_key_needs_a_sequence_of_parts(parts: list[str]) -> None:
-    with pytest.raises(ValueError, match="at least one part"):
-        derive_key(parts)

@@ -12,7 +12,7 @@ from connectors.kafka.config import KafkaConfig
 from streamfn.config import Config, SourceConfig, parse_config
 from streamfn.errors import ConfigError, SourceError
 from streamfn.invoke.destinations import DirDestination
-from streamfn.invoke.stream import StreamMappingPolicy
+from streamfn.streams.driver import StreamMappingPolicy
 
 CONNECTORS: dict[str, type[SourceConfig]] = {"kafka": KafkaConfig}
 MINIMAL = {"function": "orders", "type": "kafka", "bootstrap_servers": "b:9092", "topic": "t"}

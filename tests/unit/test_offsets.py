@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from streamfn.mapper.offsets import OffsetTracker, PartitionOffsets
+from streamfn.streams.offsets import OffsetTracker, PartitionOffsets
 from streamfn.types import StreamRecord, TopicPartition
 
 TP = TopicPartition("orders", 0)

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from streamfn.events.scheduled import schedule_arn, scheduled_event
+from connectors.cron.event import schedule_arn, scheduled_event
 
 ARN = "arn:aws:events:us-east-2:123456789012:rule/my-schedule"
 TICK = datetime(2019, 3, 1, 1, 23, 45, tzinfo=UTC)

@@ -23,11 +23,11 @@ import pytest
 
 from streamfn.errors import SourceError
 from streamfn.invoke.destinations import DestinationWriter, parse_destination
-from streamfn.invoke.stream import StreamMapping, StreamMappingPolicy, filter_view
-from streamfn.invoke.stream_lanes import wait_event
-from streamfn.mapper.batching import BatchPolicy
-from streamfn.mapper.retry import StreamRetryPolicy
-from streamfn.sources import StreamListener, StreamPosition
+from streamfn.streams.batching import BatchPolicy
+from streamfn.streams.contract import StreamListener, StreamPosition
+from streamfn.streams.driver import StreamMapping, StreamMappingPolicy, filter_view
+from streamfn.streams.retry import StreamRetryPolicy
+from streamfn.streams.runner import wait_event
 from streamfn.testing import FakeClock as _FakeClock
 from streamfn.types import (
     InvocationRequest,

@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from streamfn.errors import ConfigError
-from streamfn.mapper.retry import (
+from streamfn.streams.retry import (
     Bisect,
     Commit,
     Decision,

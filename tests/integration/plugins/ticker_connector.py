@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from streamfn.config import SourceConfig
 from streamfn.errors import SourceError
+from streamfn.events.contract import SourceContext
 from streamfn.plugins import Connector
-from streamfn.sources import SourceContext
 
 
 class TickerConfig(SourceConfig, tag="ticker", frozen=True, kw_only=True):

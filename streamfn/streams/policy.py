@@ -1,9 +1,9 @@
 """The rules and the counters of a stream mapping, and what its filters see of a record.
 
 :class:`StreamMappingPolicy` is built once from a source's config
-(:class:`~streamfn.sources.StreamSourceConfig`): AWS's settings as the pure mapper's policies,
-plus the driver's own budgets. :class:`StreamStatistics` is the frozen snapshot
-:meth:`~streamfn.invoke.stream.StreamMapping.statistics` returns. :func:`filter_view` is the
+(:class:`~streamfn.streams.contract.StreamSourceConfig`): AWS's settings as the pure
+mapper's policies, plus the driver's own budgets. :class:`StreamStatistics` is the frozen snapshot
+:meth:`~streamfn.streams.driver.StreamMapping.statistics` returns. :func:`filter_view` is the
 one place that decides how a Kafka record is matched against the mapping's filters.
 """
 
@@ -14,9 +14,9 @@ from typing import Any
 import msgspec
 
 from streamfn.invoke.destinations import Destination, parse_destination
-from streamfn.mapper.batching import BatchPolicy
-from streamfn.mapper.retry import StreamRetryPolicy
-from streamfn.sources import StreamSourceConfig
+from streamfn.streams.batching import BatchPolicy
+from streamfn.streams.contract import StreamSourceConfig
+from streamfn.streams.retry import StreamRetryPolicy
 from streamfn.types import StreamRecord
 
 

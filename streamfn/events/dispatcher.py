@@ -34,10 +34,10 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from streamfn.clock import Clock
 from streamfn.config import Config
 from streamfn.errors import StreamfnError
-from streamfn.events.destination import async_destination_record
+from streamfn.events.records import async_destination_record
+from streamfn.events.retry import AsyncRetryPolicy, Deliver, Discard, Retry
 from streamfn.invoke.destinations import DestinationWriter, parse_destination
 from streamfn.invoke.invoker import Invoker
-from streamfn.mapper.async_retry import AsyncRetryPolicy, Deliver, Discard, Retry
 from streamfn.runtime.base import function_arn
 from streamfn.state.base import ClaimState, QueuedEvent, StateStore
 from streamfn.types import InvocationRequest, InvocationResult

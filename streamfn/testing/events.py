@@ -1,26 +1,8 @@
-"""The public test kit: a fake clock, an in-memory source context, a gated runtime,
-connector conformance.
-
-For connector authors::
-
-    from streamfn.testing import FakeClock, check_event_source
-
-    async def test_my_source_conforms(tmp_path):
-        await check_event_source(lambda: MySource(config), produce=make_two_events,
-                                 expected=2, root=tmp_path)
-
-:func:`check_event_source` runs a source twice against an in-memory engine and checks what
-every event source must do: its events are JSON, each has its own idempotency key, it
-stops promptly when cancelled, and a restart from its checkpoints does not emit again what
-it already emitted.
-"""
+"""Event-source conformance: an in-memory engine and the checks every event source passes."""
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
-import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,84 +11,9 @@ import anyio
 import msgspec
 
 from streamfn.clock import Clock, SystemClock
-from streamfn.sources import EventSource, SourceContext
-from streamfn.types import InvocationRequest, InvocationResult, Outcome, Report
+from streamfn.events.contract import EventSource, SourceContext
 
-
-class FakeClock:
-    """A clock that moves only when told. ``sleep`` waits until :meth:`advance` passes
-    the sleeper's deadline; ``time`` and ``monotonic`` move together."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self._start = start
-        self._elapsed = 0.0
-        self._sleepers: list[tuple[float, int, anyio.Event]] = []
-        self._order = itertools.count()
-
-    def time(self) -> float:
-        return self._start + self._elapsed
-
-    def monotonic(self) -> float:
-        return self._elapsed
-
-    async def sleep(self, seconds: float) -> None:
-        if seconds <= 0 or math.isnan(seconds):
-            await anyio.lowlevel.checkpoint()
-            return
-        wake = anyio.Event()
-        heapq.heappush(self._sleepers, (self._elapsed + seconds, next(self._order), wake))
-        await wake.wait()
-
-    def step(self, seconds: float) -> None:
-        """Move time forward now, waking the sleepers whose deadline passes; unlike
-        :meth:`advance` it does not wait for them to run (for synchronous test code)."""
-        self._elapsed += seconds
-        while self._sleepers and self._sleepers[0][0] <= self._elapsed:
-            heapq.heappop(self._sleepers)[2].set()
-
-    async def advance(self, seconds: float) -> None:
-        """Move time forward, waking every sleeper whose deadline passes, in order, and
-        letting the woken tasks run before time moves on."""
-        target = self._elapsed + seconds
-        await anyio.wait_all_tasks_blocked()
-        while self._sleepers and self._sleepers[0][0] <= target:
-            deadline, _, wake = heapq.heappop(self._sleepers)
-            self._elapsed = max(self._elapsed, deadline)
-            wake.set()
-            await anyio.wait_all_tasks_blocked()
-        self._elapsed = target
-        await anyio.wait_all_tasks_blocked()
-
-    @property
-    def sleepers(self) -> int:
-        return len(self._sleepers)
-
-
-class GatedRuntime:
-    """A :class:`~streamfn.runtime.base.Runtime` for tests of what sits above the runtime
-    boundary: every invocation waits until :attr:`gate` is set, then succeeds. ``running``,
-    ``peak`` and ``done`` count what happened, to check concurrency limits."""
-
-    def __init__(self) -> None:
-        self.running = 0
-        self.peak = 0
-        self.done = 0
-        self.gate = anyio.Event()
-
-    async def invoke(self, request: InvocationRequest) -> InvocationResult:
-        self.running += 1
-        self.peak = max(self.peak, self.running)
-        try:
-            await self.gate.wait()
-        finally:
-            self.running -= 1
-        self.done += 1
-        report = Report(
-            duration_ms=1, billed_duration_ms=1, memory_size_mb=128, max_memory_used_mb=1
-        )
-        return InvocationResult(
-            request_id=request.request_id, outcome=Outcome.SUCCESS, payload=b"null", report=report
-        )
+__all__ = ["MemoryEngine", "check_event_source"]
 
 
 @dataclass

@@ -15,8 +15,8 @@ O(1); ``finish`` is amortized O(1) (each offset leaves the deque once). Memory i
 proportional to the records between the watermark and the last fetched one, which the
 driver bounds by pausing partitions.
 
-Redelivery flow chosen with :mod:`streamfn.mapper.batching` and
-:mod:`streamfn.mapper.retry`: a batch that fails, partly or wholly, stays in the driver's
+Redelivery flow chosen with :mod:`streamfn.streams.batching` and
+:mod:`streamfn.streams.retry`: a batch that fails, partly or wholly, stays in the driver's
 hands and is re-invoked from memory; its records stay pending here and are never tracked
 twice. :meth:`PartitionOffsets.reset` exists for seeks (assignment at a new position, or
 a driver that chooses to re-fetch): it forgets everything pending.

@@ -11,7 +11,7 @@ import hashlib
 from typing import Any
 from urllib.parse import quote_plus
 
-from streamfn.events.destination import iso_timestamp
+from streamfn.events.records import iso_timestamp
 
 
 def encode_key(key: str) -> str:

@@ -1,9 +1,9 @@
 """One batch of a stream mapping, run to its end: invoke, retry, bisect, discard.
 
-Theory of operation. The driver (:mod:`streamfn.invoke.stream`) cuts a batch from a lane and
+Theory of operation. The driver (:mod:`streamfn.streams.driver`) cuts a batch from a lane and
 hands it to :meth:`BatchRunner.run` in a task of its own; the lane stays in flight until
 that task ends, so later records of the lane wait and per-key order holds. The runner keeps
-the stack of :class:`~streamfn.mapper.retry.RetryItem` that :mod:`streamfn.mapper.retry`
+the stack of :class:`~streamfn.streams.retry.RetryItem` that :mod:`streamfn.streams.retry`
 describes and acts on each decision:
 
 - records that succeeded are *finished* on the partition's offset tracker;
@@ -37,9 +37,9 @@ from streamfn.invoke.destinations import (
     DirDestination,
     KafkaDestination,
 )
-from streamfn.mapper.batching import Batch, Oversize
-from streamfn.mapper.offsets import PartitionOffsets
-from streamfn.mapper.retry import (
+from streamfn.streams.batching import Batch, Oversize
+from streamfn.streams.offsets import PartitionOffsets
+from streamfn.streams.retry import (
     Bisect,
     Commit,
     Discard,

@@ -1,6 +1,6 @@
 """The driver of a stream event-source mapping: Lambda's Kafka mapping, self-hosted.
 
-Theory of operation. One :class:`StreamMapping` owns one :class:`~streamfn.sources.
+Theory of operation. One :class:`StreamMapping` owns one :class:`~streamfn.streams.contract.
 StreamSource` and the pure mapper objects, and runs three kinds of task in one task group:
 
 - the **fetch loop** asks the source for records, waiting at most until the next batching
@@ -8,7 +8,7 @@ StreamSource` and the pure mapper objects, and runs three kinds of task in one t
   filters (a filtered record is finished at once), and added to the batch builder; then the
   due batches are cut and started. Nothing awaits between a fetch returning and its records
   being tracked, so a rebalance never sees half a fetch.
-- one **batch task** per batch in flight (:mod:`streamfn.invoke.stream_lanes`): at most
+- one **batch task** per batch in flight (:mod:`streamfn.streams.runner`): at most
   ``parallelization_factor`` per partition, as each lane has at most one batch in flight.
   When it ends it frees its lane and starts whatever became due.
 - the **commit loop** commits, every ``commit_interval``, each partition's watermark: the
@@ -42,13 +42,13 @@ from anyio.abc import TaskGroup
 
 from streamfn.clock import Clock
 from streamfn.errors import SourceError
+from streamfn.filtering import compile_filters
 from streamfn.invoke.destinations import DestinationWriter
-from streamfn.invoke.stream_lanes import BatchRunner, Counters, InvokeFn, wait_event
-from streamfn.invoke.stream_policy import StreamMappingPolicy, StreamStatistics, filter_view
-from streamfn.mapper.batching import Batch, BatchBuilder, Oversize
-from streamfn.mapper.filtering import compile_filters
-from streamfn.mapper.offsets import OffsetTracker, PartitionOffsets
-from streamfn.sources import StreamPosition, StreamSource
+from streamfn.streams.batching import Batch, BatchBuilder, Oversize
+from streamfn.streams.contract import StreamPosition, StreamSource
+from streamfn.streams.offsets import OffsetTracker, PartitionOffsets
+from streamfn.streams.policy import StreamMappingPolicy, StreamStatistics, filter_view
+from streamfn.streams.runner import BatchRunner, Counters, InvokeFn, wait_event
 from streamfn.types import StreamRecord, TopicPartition
 
 __all__ = ["StreamMapping", "StreamMappingPolicy", "StreamStatistics", "filter_view"]
@@ -76,7 +76,7 @@ class _Partition:
 class StreamMapping:
     """One event-source mapping over a stream source; see the module docstring.
 
-    Implements :class:`~streamfn.sources.StreamListener` for its source.
+    Implements :class:`~streamfn.streams.contract.StreamListener` for its source.
     """
 
     def __init__(

@@ -1,1 +1,0 @@
-"""Event source mapping: turns records from a connector into filtered, batched invocations."""
