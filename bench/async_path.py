@@ -88,12 +88,12 @@ path = "inbox"
         tg.start_soon(engine.run)
         await engine.started.wait()
         await anyio.sleep(1.0)  # let the watcher come up (the benchmark, not a test)
-        queue = engine.queue
-        assert queue is not None
+        dispatcher = engine.dispatcher
+        assert dispatcher is not None
         names = [f"t-{i:05d}.txt" for i in range(files)]
         started = time.perf_counter()
         await anyio.to_thread.run_sync(drop, work / "inbox", work / "staging", names)
-        await wait_until(lambda: queue.statistics.succeeded >= files)
+        await wait_until(lambda: dispatcher.statistics().succeeded >= files)
         throughput = files / (time.perf_counter() - started)
 
         module = sys.modules["noop"]

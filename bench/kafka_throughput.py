@@ -43,8 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from connectors.kafka.embedded import create_topic, open_embedded_kafka
 from streamfn.config import parse_config
-from streamfn.embedded import create_topic, open_embedded_kafka
 from streamfn.engine import Engine
 from streamfn.plugins import Registry
 

@@ -27,11 +27,14 @@ import time
 from pathlib import Path
 
 import anyio
+import msgspec
 
 from streamfn.clock import SystemClock
-from streamfn.config import Config, parse_config
+from streamfn.config import parse_config
+from streamfn.policies import runtime_policy
 from streamfn.runtime.base import FUNCTION_LOGGER, Runtime
 from streamfn.runtime.inline import open_inline_runtime
+from streamfn.runtime.policy import RuntimePolicy
 from streamfn.runtime.router import open_runtime
 from streamfn.types import InvocationRequest
 
@@ -41,14 +44,14 @@ HANDLERS = {
 }
 
 
-def make_config(root: Path) -> Config:
+def make_policy(root: Path) -> RuntimePolicy:
     functions = {
         "inline_noop": {"handler": "noop:handler", "runtime": "inline"},
         "python_noop": {"handler": "noop:handler"},
         "inline_trivial": {"handler": "trivial:handler", "runtime": "inline"},
         "cold_trivial": {"handler": "trivial:handler", "keep_warm": 0},
     }
-    return parse_config({"functions": functions}, {}, path=root / "streamfn.toml")
+    return runtime_policy(parse_config({"functions": functions}, {}, path=root / "streamfn.toml"))
 
 
 async def warm(runtime: Runtime, function: str, count: int) -> list[float]:
@@ -76,9 +79,9 @@ async def cold(runtime: Runtime, count: int) -> list[float]:
     return times
 
 
-async def inline_cold(config: Config, count: int) -> list[float]:
-    only = {"inline_trivial": config.functions["inline_trivial"]}
-    subset = Config(service=config.service, functions=only, event_sources=(), path=config.path)
+async def inline_cold(policy: RuntimePolicy, count: int) -> list[float]:
+    only = {"inline_trivial": policy.functions["inline_trivial"]}
+    subset = msgspec.structs.replace(policy, functions=only)
     times = []
     for index in range(count):
         started = time.perf_counter()
@@ -107,9 +110,9 @@ async def main(args: argparse.Namespace) -> None:
         root = Path(tmp)
         for name, source in HANDLERS.items():
             (root / name).write_text(textwrap.dedent(source))
-        config = make_config(root)
+        policy = make_policy(root)
         started = time.perf_counter()
-        async with open_runtime(config, clock=SystemClock()) as runtime:
+        async with open_runtime(policy, clock=SystemClock()) as runtime:
             opened = (time.perf_counter() - started) * 1000
             print(f"open_runtime (template + first environments): {opened:.1f} ms")
             inline = await warm(runtime, "inline_noop", args.warm)
@@ -120,7 +123,7 @@ async def main(args: argparse.Namespace) -> None:
             ratio = statistics.median(process) / statistics.median(inline)
             print(f"{'process / inline p50':<34} {ratio:.2f}x")
             cold_times = await cold(runtime, args.cold)
-        inline_times = await inline_cold(config, args.cold)
+        inline_times = await inline_cold(policy, args.cold)
         print("\ncold start to first response, trivial handler (target: process p50 <= 50 ms)")
         print(summary("inline (open + first invoke)", inline_times))
         print(summary("python (fork + init + invoke)", cold_times))

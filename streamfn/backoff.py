@@ -1,11 +1,12 @@
 """The one backoff formula both paths use: exponential, capped.
 
 Retries of async events (AWS: 1 minute, then 2), their throttles (1 s growing to 5
-minutes), stream batches' retries and throttles, destination retries and store-outage
-waits all take their n-th delay from :func:`exponential`. It is a plain function of the
-retry number, so a decision stays pure and survives a restart: the number is stored with
-the work, not held in a retry loop. (tenacity's ``wait_exponential`` computes the same
-numbers, but only through a retry-call state object; a one-line formula is plainer.)
+minutes), stream batches' retries and throttles and destination retries all take their
+n-th delay from :func:`exponential`. It is a plain function of the retry number, so a
+decision stays pure and survives a restart: the number is stored with the work, not held
+in a retry loop. The waits through a state-store outage are the one retry loop held in
+memory (a call is retried until the store is back, nothing to store), so they use
+tenacity's ``wait_exponential`` in :mod:`streamfn.state.outage` instead.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """``streamfn`` (and ``python -m streamfn``): the command line.
 
-    streamfn run [CONFIG] [--embedded-kafka] the long-running service
+    streamfn run [CONFIG] [--embedded-NAME]  the long-running service (--embedded-kafka:
+                                             a broker for bootstrap_servers = "embedded")
     streamfn validate [CONFIG]               check a config file; exit 2 on an error
     streamfn invoke FUNCTION [--payload JSON | --payload @FILE] [--config CONFIG]
     streamfn test-pattern PATTERN EVENT      EventBridge TestEventPattern: prints true/false
@@ -14,46 +15,46 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import signal
 import sys
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 import anyio
 import msgspec
 
-from streamfn.config import Config, load_config
-from streamfn.errors import ConfigError, InvalidPatternError, StreamfnError
-from streamfn.plugins import Registry
+from streamfn.config import Config, SourceConfig, load_config
+from streamfn.errors import ConfigError, InvalidPatternError, stopped_by
+from streamfn.plugins import EmbeddedServices, Registry
 from streamfn.runtime.base import FUNCTION_LOGGER
-from streamfn.streams.contract import StreamSourceConfig
 
 if TYPE_CHECKING:
     from streamfn.engine import Engine
 
 DEFAULT_CONFIG = "streamfn.toml"
-EMBEDDED_KAFKA_ENV = "STREAMFN_EMBEDDED_KAFKA"
-EMBEDDED_PARTITIONS = 3  # of each topic created on the embedded broker
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_spell_embedded(sys.argv[1:] if argv is None else argv))
     # `invoke` keeps stdout for the result; the function's log lines go to stderr.
     function_lines = sys.stderr if args.command is _invoke else sys.stdout
     _configure_logging(getattr(args, "verbose", False), function_lines)
     try:
         code: int = args.command(args)
-    except ConfigError as exc:
-        print(f"streamfn: config error: {exc}", file=sys.stderr)
-        return 2
-    except StreamfnError as exc:
-        print(f"streamfn: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as caught:
+        # Exception groups (from task groups) are unwrapped; an unexpected error is logged
+        # once with its traceback (unless the engine did already) and summed up in one line.
+        exc = stopped_by(caught, logging.getLogger("streamfn"))
+        if isinstance(exc, ConfigError):
+            print(f"streamfn: config error: {exc}", file=sys.stderr)
+            return 2
+        print(f"streamfn: {exc}", file=sys.stderr)
+        return 1
     return code
 
 
@@ -65,9 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.add_argument(
-        "--embedded-kafka",
-        action="store_true",
-        help='start a Kafka-compatible broker for sources with bootstrap_servers = "embedded"',
+        "--embedded",
+        action="append",
+        default=[],
+        metavar="CONNECTOR",
+        help="start the connector's embedded services for the run; also spelled "
+        '--embedded-CONNECTOR (--embedded-kafka: a broker for bootstrap_servers = "embedded")',
     )
     run.set_defaults(command=_run)
 
@@ -95,6 +99,8 @@ def _configure_logging(verbose: bool, function_lines: TextIO) -> None:
     root.handlers[:] = [engine]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    # The pool warns at each reconnect attempt; the store logs an outage once (state/outage.py).
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     logging.getLogger("watchfiles").setLevel(logging.WARNING)
     functions = logging.getLogger(FUNCTION_LOGGER)
     lines = logging.StreamHandler(function_lines)
@@ -113,56 +119,50 @@ def _run(args: argparse.Namespace) -> int:
     from streamfn.engine import Engine
 
     config, registry = _load(args.config)
-    embedded = _embedded_topics(config)
-    if embedded and not args.embedded_kafka:
-        raise ConfigError(
-            'bootstrap_servers = "embedded" needs `streamfn run --embedded-kafka`', file=args.config
-        )
+    services = _embedded_services(config, registry, args.embedded, args.config)
 
     async def main() -> None:
         async with contextlib.AsyncExitStack() as stack:
-            if args.embedded_kafka:
-                engine = Engine(await _start_embedded_kafka(stack, config, embedded), registry)
-            else:
-                engine = Engine(config, registry)
-            await _serve(engine)
+            sources: Sequence[SourceConfig] = config.event_sources
+            for embedded in services:
+                log = logging.getLogger("streamfn")
+                sources = await stack.enter_async_context(embedded.open(sources, log))
+            running = msgspec.structs.replace(config, event_sources=tuple(sources))
+            await _serve(Engine(running, registry))
 
     anyio.run(main, backend_options={"use_uvloop": True})
     return 0
 
 
-def _embedded_topics(config: Config) -> set[str]:
-    """Topics of the sources that use the embedded broker (none: no source does)."""
-    topics: set[str] = set()
-    for source in config.event_sources:
-        if isinstance(source, StreamSourceConfig):
-            topics.update(source.embedded_kafka_topics())
-    return topics
+def _spell_embedded(argv: list[str]) -> list[str]:
+    """``--embedded-NAME`` is ``--embedded NAME`` (so ``--embedded-kafka`` keeps working
+    while the CLI names no connector)."""
+    out: list[str] = []
+    for arg in argv:
+        if arg.startswith("--embedded-") and len(arg) > len("--embedded-") and "=" not in arg:
+            out += ["--embedded", arg[len("--embedded-") :]]
+        else:
+            out.append(arg)
+    return out
 
 
-async def _start_embedded_kafka(
-    stack: contextlib.AsyncExitStack, config: Config, topics: set[str]
-) -> Config:
-    """Start the embedded broker for the rest of ``stack``, create ``topics`` on it, and
-    return ``config`` with ``bootstrap_servers = "embedded"`` pointed at it. Functions
-    find it in the environment variable ``STREAMFN_EMBEDDED_KAFKA`` (host:port)."""
-    from streamfn.embedded import create_topic, open_embedded_kafka
-
-    broker = await stack.enter_async_context(open_embedded_kafka())
-    servers = broker.bootstrap_servers
-    for topic in sorted(topics):
-        await create_topic(servers, topic, EMBEDDED_PARTITIONS, exist_ok=True)
-    os.environ[EMBEDDED_KAFKA_ENV] = servers
-    logging.getLogger("streamfn").info(
-        "embedded Kafka broker at %s (memory storage; topics: %s)",
-        servers,
-        ", ".join(sorted(topics)) or "none yet",
-    )
-    sources = tuple(
-        source.with_embedded_kafka(servers) if isinstance(source, StreamSourceConfig) else source
-        for source in config.event_sources
-    )
-    return msgspec.structs.replace(config, event_sources=sources)
+def _embedded_services(
+    config: Config, registry: Registry, names: Sequence[str], file: str
+) -> list[EmbeddedServices]:
+    """The connectors' embedded services that ``--embedded`` names. Raises ConfigError when
+    a named connector has none, or when a source needs services that were not named."""
+    services: list[EmbeddedServices] = []
+    for name in dict.fromkeys(names):
+        embedded = registry.connector(name).embedded
+        if embedded is None:
+            raise ConfigError(f"--embedded-{name}: connector {name!r} has no embedded services")
+        services.append(embedded)
+    used = {source.type_name() for source in config.event_sources}
+    for name in sorted(used - set(names)):
+        embedded = registry.connector(name).embedded
+        if embedded is not None and (why := embedded.needed(config.event_sources)) is not None:
+            raise ConfigError(f"{why} needs `streamfn run --embedded-{name}`", file=file)
+    return services
 
 
 async def _serve(engine: Engine) -> None:
@@ -177,10 +177,10 @@ async def _serve(engine: Engine) -> None:
                     break
 
         tg.start_soon(on_signal)
-        failure: StreamfnError | None = None
+        failure: Exception | None = None
         try:
             await engine.run()
-        except StreamfnError as exc:  # raised after the group, so main() reports it plainly
+        except Exception as exc:  # raised after the group, so main() reports it plainly
             failure = exc
         tg.cancel_scope.cancel()
     if failure is not None:
@@ -201,6 +201,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _invoke(args: argparse.Namespace) -> int:
+    from streamfn.policies import runtime_policy
     from streamfn.runtime.router import open_runtime
     from streamfn.types import InvocationRequest
 
@@ -223,7 +224,7 @@ def _invoke(args: argparse.Namespace) -> int:
     async def main() -> bool:
         from streamfn.clock import SystemClock
 
-        async with open_runtime(config, clock=SystemClock()) as runtime:
+        async with open_runtime(runtime_policy(config), clock=SystemClock()) as runtime:
             request = InvocationRequest(
                 function=args.function, payload=payload, request_id=str(uuid.uuid4())
             )

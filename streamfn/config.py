@@ -26,9 +26,16 @@ import msgspec
 from msgspec import Meta
 
 from streamfn.errors import ConfigError, InvalidDestinationError, InvalidPatternError
+from streamfn.runtime.handlers import parse_handler
+from streamfn.runtime.policy import (
+    RESERVED_VARIABLES,
+    ApplicationLogLevel,
+    LogFormat,
+    SystemLogLevel,
+)
 
 FunctionName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-Handler = Annotated[str, Meta(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")]
+Handler = Annotated[str, Meta(min_length=1, max_length=128)]
 EnvName = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
@@ -61,8 +68,9 @@ class AsyncConfig(_Base, frozen=True):
 
 class FunctionConfig(_Base, frozen=True):
     handler: Handler
-    """``module:attribute``; for ``runtime = "provided"`` it reaches the bootstrap as
-    ``_HANDLER`` in AWS's dotted form (``module.attribute``)."""
+    """AWS's ``module.function`` (``lambda_function.lambda_handler``; nested
+    ``pkg.sub.mod.fn`` or ``pkg/sub/mod.fn``) or ``module:function``; for
+    ``runtime = "provided"`` free-form, handed to the bootstrap unchanged as ``_HANDLER``."""
     code: str | None = None
     """Directory put on sys.path to import the handler; default: the config file's directory."""
     runtime: Literal["python", "inline", "provided"] = "python"
@@ -87,8 +95,33 @@ class FunctionConfig(_Base, frozen=True):
     bootstrap: str | None = None
     """``runtime = "provided"``: the executable to run, relative to ``code``; default
     ``bootstrap`` in that directory."""
+    log_format: LogFormat = "Text"
+    """AWS's LoggingConfig: ``JSON`` makes application and platform log lines JSON records
+    (``AWS_LAMBDA_LOG_FORMAT``)."""
+    application_log_level: ApplicationLogLevel | None = None
+    """JSON format only: the lowest level of application records kept (default INFO)."""
+    system_log_level: SystemLogLevel | None = None
+    """JSON format only: the lowest level of platform records kept (default INFO)."""
 
     def __post_init__(self) -> None:
+        if self.runtime == "provided":
+            if "\0" in self.handler:
+                raise ValueError("`handler`: may not contain a NUL byte")
+        else:
+            try:
+                parse_handler(self.handler)
+            except ValueError as exc:
+                raise ValueError(f"`handler`: {exc}") from None
+        if self.log_format == "Text":
+            for level in ("application_log_level", "system_log_level"):
+                if getattr(self, level) is not None:
+                    raise ValueError(f'`{level}`: only with log_format = "JSON", as on AWS')
+        for variable in self.environment:
+            if variable in RESERVED_VARIABLES:
+                raise ValueError(
+                    f"`environment.{variable}`: reserved by Lambda (the runtime sets it);"
+                    " use another name"
+                )
         if self.bootstrap is not None and self.runtime != "provided":
             raise ValueError('`bootstrap`: only used with runtime = "provided"')
         if self.provisioned_concurrency and self.runtime == "inline":
@@ -113,7 +146,9 @@ class SourceConfig(_Base, frozen=True, tag_field="type"):
     function: FunctionName
     name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{1,128}$")] | None = None
     """Stable id of this mapping, under which its checkpoints are kept; default
-    ``<function>-<type>`` (numbered when several would share it)."""
+    ``<function>-<type>``. Two enabled sources may not share one (a ConfigError says so):
+    a name that depended on the entry's position would move checkpoints between sources
+    when the file is reordered."""
     enabled: bool = True
     filters: tuple[str | dict[str, Any], ...] = ()
     """Up to 5 EventBridge patterns, OR-ed; records matching none are dropped as finished."""
@@ -126,6 +161,11 @@ class SourceConfig(_Base, frozen=True, tag_field="type"):
         """The connector name this config is tagged with."""
         return str(cls.__struct_config__.tag)
 
+    @property
+    def mapping_name(self) -> str:
+        """The stable id of this mapping: ``name``, or ``<function>-<type>``."""
+        return self.name or f"{self.function}-{self.type_name()}"
+
 
 class Config(_Base, frozen=True):
     service: ServiceConfig
@@ -133,6 +173,12 @@ class Config(_Base, frozen=True):
     event_sources: tuple[SourceConfig, ...]
     path: str
     """The config file, absolute; relative paths in it are taken from its directory."""
+
+    def enabled_sources(self) -> dict[str, SourceConfig]:
+        """The enabled event sources by :attr:`SourceConfig.mapping_name`. Raises
+        ConfigError if two share one (the loader refuses such a file already)."""
+        _check_names(self, file=self.path)
+        return {s.mapping_name: s for s in self.event_sources if s.enabled}
 
     @property
     def root(self) -> Path:
@@ -203,6 +249,7 @@ def parse_config(
         service=top.service, functions=functions, event_sources=sources, path=str(path.resolve())
     )
     _check_references(config, file=file)
+    _check_names(config, file=file)
     return config
 
 
@@ -390,3 +437,30 @@ def _check_references(config: Config, *, file: str) -> None:
                 compile_filters([pattern])
             except InvalidPatternError as exc:
                 raise ConfigError(str(exc), file=file, path=f"{path}.filters[{position}]") from None
+
+
+def _check_names(config: Config, *, file: str) -> None:
+    """Two enabled sources may not share a mapping name: the name keys their checkpoints."""
+    taken: dict[str, int] = {}
+    for index, source in enumerate(config.event_sources):
+        if not source.enabled:
+            continue
+        name = source.mapping_name
+        first = taken.setdefault(name, index)
+        if first == index:
+            continue
+        other = config.event_sources[first]
+        if source.name is None and other.name is None:
+            message = (
+                f"event_sources[{first}] and event_sources[{index}] both map function "
+                f"{source.function!r} with type {source.type_name()!r}; give each a distinct "
+                "`name` (its checkpoints are kept under that name, so it must not depend on "
+                "the order of the entries)"
+            )
+        else:
+            message = (
+                f"event_sources[{first}] and event_sources[{index}] are both named {name!r}; "
+                "give each a distinct `name` (its checkpoints are kept under that name)"
+            )
+        where = f"event_sources[{index}]" + (".name" if source.name is not None else "")
+        raise ConfigError(message, file=file, path=where)

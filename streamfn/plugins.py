@@ -6,7 +6,14 @@ A connector distribution registers one entry point per connector::
     filedrop = "connectors.filedrop:plugin"
 
 The value names a :class:`Connector`. streamfn's own connectors register exactly like this;
-nothing in :mod:`streamfn` imports :mod:`connectors`.
+nothing in :mod:`streamfn` imports :mod:`connectors`. Besides its config and its source, a
+connector may bring:
+
+- ``format`` (stream connectors: required): its wire format, a
+  :class:`~streamfn.streams.contract.StreamFormat` built from a decoded config;
+- ``embedded`` (any connector): :class:`EmbeddedServices` that ``streamfn run --embedded
+  NAME`` starts for the run (Kafka: a broker), pointing the sources that ask for them at
+  them.
 
 Discovery reads entry-point metadata only; a plugin's module is imported the first time
 its name is needed (the config file names it), so a broken plugin that is not used cannot
@@ -17,7 +24,9 @@ load error names the plugin and the entry point.
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Iterator, Mapping
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -26,13 +35,40 @@ from streamfn.errors import PluginError
 if TYPE_CHECKING:
     from streamfn.config import SourceConfig
     from streamfn.events.contract import EventSource
-    from streamfn.streams.contract import StreamSource
+    from streamfn.streams.contract import StreamFormat, StreamSource
 
 GROUP = "streamfn.connectors"
 
 
 class SourceFactory(Protocol):
     def __call__(self, config: SourceConfig, /) -> EventSource | StreamSource: ...
+
+
+class FormatFactory(Protocol):
+    def __call__(self, config: SourceConfig, /) -> StreamFormat: ...
+
+
+class EmbeddedServices(Protocol):
+    """Services a connector starts for ``streamfn run --embedded NAME`` (say a broker).
+
+    The CLI calls :meth:`needed` on every run, before anything starts, and :meth:`open`
+    only with the flag; both get all the config's sources (of every connector) and must
+    leave the sources of other connectors alone. Neither may be called from plugins'
+    import time.
+    """
+
+    def needed(self, sources: Sequence[SourceConfig]) -> str | None:
+        """Why some of ``sources`` cannot run without the services (a phrase naming the
+        setting, e.g. ``bootstrap_servers = "embedded"``), or None."""
+        ...
+
+    def open(
+        self, sources: Sequence[SourceConfig], log: logging.Logger
+    ) -> AbstractAsyncContextManager[Sequence[SourceConfig]]:
+        """Start the services for the ``async with`` block (and stop them after it, also on
+        cancellation); yields ``sources`` with those that asked for the services pointed
+        at them. Raises SourceError when they cannot start."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,13 +78,16 @@ class Connector:
     ``config`` is the connector's Struct (a :class:`~streamfn.config.SourceConfig` subclass
     tagged with ``name``); ``create`` builds a source from a decoded config. ``kind`` says
     how the engine drives it: ``"event"`` sources go through the durable async path,
-    ``"stream"`` sources through an event-source mapping with batches and checkpoints.
+    ``"stream"`` sources through an event-source mapping with batches and checkpoints;
+    a stream connector also gives its ``format``. ``embedded``: see the module docstring.
     """
 
     name: str
     config: type[SourceConfig]
     create: SourceFactory
     kind: Literal["event", "stream"] = "event"
+    format: FormatFactory | None = None
+    embedded: EmbeddedServices | None = None
 
 
 class Registry(Mapping[str, "type[SourceConfig]"]):
@@ -90,6 +129,11 @@ class Registry(Mapping[str, "type[SourceConfig]"]):
             raise PluginError(
                 f"connector {name!r} ({entry_point.value}) is not a streamfn.plugins.Connector "
                 f"named {name!r}"
+            )
+        if connector.kind == "stream" and connector.format is None:
+            raise PluginError(
+                f"connector {name!r} ({entry_point.value}) is a stream connector without a "
+                "format"
             )
         self._loaded[name] = connector
         return connector

@@ -45,6 +45,9 @@ class InvocationRequest(msgspec.Struct, frozen=True, kw_only=True):
     request_id: str
     version: str = "$LATEST"
     qualifier: str | None = None  # the alias or version the caller named, for the ARN
+    trace_context: str | None = None
+    """The caller's trace context (an X-Ray ``Root=...`` header or a W3C ``traceparent``)
+    for the invocation's trace id to continue; None starts a new trace."""
 
 
 class InvocationResult(msgspec.Struct, frozen=True, kw_only=True):

@@ -5,11 +5,22 @@ only reads the clock, sleeps, emits and checkpoints. Two checkpoints are kept: `
 (when the schedule first started; ``rate()`` ticks are counted from it and a first start
 that crashed before its first tick still fires it) and ``last_fired`` (the scheduled time
 of the last tick durably queued, or deliberately skipped).
+
+Ticks are planned on wall time, but a sleep runs on the monotonic clock, which stops while
+the host is suspended and does not follow a step of the wall clock. So no sleep is longer
+than :data:`REPLAN` seconds: after each the loop re-plans from the wall clock, and a daily
+tick is at most that late whatever happened to the host meanwhile.
+
+A checkpoint that cannot be read (written by a bug, or edited by hand) is bad input, not a
+reason to stop: it is logged once, counted (:meth:`CronSource.statistics`), and replaced
+(``anchor``: the schedule starts anew now) or ignored (``last_fired``: as if no tick had
+fired since the anchor).
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from connectors.cron.event import schedule_arn, scheduled_event
@@ -19,11 +30,23 @@ from .config import CronConfig
 from .schedule import parse_schedule, plan_tick
 
 _NAMESPACE = uuid.UUID("6f3d2a5e-8c41-4e0b-9a57-2b1c0d9e7f10")
+REPLAN = 60.0
+"""Longest sleep, in seconds: the loop re-plans from the wall clock at least this often."""
+
+
+@dataclass(frozen=True, slots=True)
+class CronStatistics:
+    bad_checkpoints: int
+    """Checkpoints found unreadable (and replaced or ignored) since the source started."""
 
 
 class CronSource:
     def __init__(self, config: CronConfig) -> None:
         self._config = config
+        self._bad_checkpoints = 0
+
+    def statistics(self) -> CronStatistics:
+        return CronStatistics(bad_checkpoints=self._bad_checkpoints)
 
     async def run(self, context: SourceContext) -> None:
         config = self._config
@@ -32,8 +55,11 @@ class CronSource:
         stored = checkpoints.get("anchor")
         if stored is None:  # first start; instances of a fleet starting together agree
             stored = await context.setdefault_checkpoint("anchor", _encode(now))
-        anchor = datetime.fromisoformat(stored.decode())
-        last_fired = _decode(checkpoints.get("last_fired"))
+        anchor = self._read(context, "anchor", stored)
+        if anchor is None:
+            anchor = now
+            await context.put_checkpoint("anchor", _encode(anchor))
+        last_fired = self._read(context, "last_fired", checkpoints.get("last_fired"))
         schedule = parse_schedule(config.schedule, config.timezone, anchor=anchor)
         arn = schedule_arn(context.name, region=context.region, account=context.account)
         payload = config.payload()
@@ -77,16 +103,37 @@ class CronSource:
             if plan.next_wakeup is None:
                 context.log.info("schedule %s will not fire again", config.schedule)
                 return
-            await context.clock.sleep((plan.next_wakeup - now).total_seconds())
+            await context.clock.sleep(min(REPLAN, (plan.next_wakeup - now).total_seconds()))
 
     @staticmethod
     def _now(context: SourceContext) -> datetime:
         return datetime.fromtimestamp(context.clock.time(), UTC)
+
+    def _read(self, context: SourceContext, key: str, value: bytes | None) -> datetime | None:
+        """A checkpointed moment; None (logged and counted) when it cannot be read."""
+        if value is None:
+            return None
+        moment = _decode(value)
+        if moment is None:
+            self._bad_checkpoints += 1
+            context.log.warning(
+                "checkpoint %s = %r is not an ISO 8601 time with a zone; %s",
+                key,
+                value[:100],
+                "starting the schedule anew now"
+                if key == "anchor"
+                else "treating it as if no tick had fired since the anchor",
+            )
+        return moment
 
 
 def _encode(moment: datetime) -> bytes:
     return moment.isoformat().encode()
 
 
-def _decode(value: bytes | None) -> datetime | None:
-    return datetime.fromisoformat(value.decode()) if value is not None else None
+def _decode(value: bytes) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(value.decode())
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return moment if moment.utcoffset() is not None else None

@@ -10,11 +10,17 @@ again (:meth:`StabilityTracker.next_deadline`).
 
 A file already processed with the same size and mtime is not new; a rewritten file (other
 size or mtime) is a new object and a new event.
+
+Bad entries (a symlink loop, a name that is not UTF-8, a file that cannot be read) are bad
+input, never a reason to stop: :class:`Skips` remembers each with the reason and the
+entry's :data:`Signature`, so it is warned about and counted once, not at every walk, and
+tried again once the entry changes.
 """
 
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Iterable
 
 import msgspec
 
@@ -65,6 +71,58 @@ def next_sequence(seen: Seen | None, now_ns: int) -> int:
 
 def format_sequencer(sequence: int) -> str:
     return f"{sequence:018X}"
+
+
+Signature = tuple[int, int, int, int, int]
+"""What identifies a version of a directory entry: (device, inode, size, mtime_ns,
+ctime_ns). Any write, chmod, rename or replacement changes it."""
+
+
+class Skips:
+    """Directory entries skipped as bad input: what was wrong and what the entry was then."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[str, Signature | None]] = {}
+        self.total = 0
+        """Skips since the start; a skip of an entry that has not changed counts once."""
+
+    def note(self, relative: str, reason: str, signature: Signature | None) -> bool:
+        """Record a skip; True when it is news (the entry was not skipped for this reason
+        in this version before): warn about it then."""
+        if self._entries.get(relative) == (reason, signature):
+            return False
+        self._entries[relative] = (reason, signature)
+        self.total += 1
+        return True
+
+    def unchanged(self, relative: str, signature: Signature) -> bool:
+        """Whether ``relative`` was skipped in exactly this version: not worth another try."""
+        entry = self._entries.get(relative)
+        return entry is not None and entry[1] == signature
+
+    def clear(self, relative: str) -> None:
+        """The entry is fine now, or gone."""
+        self._entries.pop(relative, None)
+
+    def retain(self, present: set[str]) -> None:
+        """Forget entries a full walk did not find."""
+        for relative in [r for r in self._entries if r not in present]:
+            del self._entries[relative]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def vanished(seen: Iterable[str], present: set[str], unreadable: Iterable[str]) -> list[str]:
+    """Processed files a full walk no longer found, whose checkpoints can go. Files below a
+    directory the walk could not read (``unreadable``, "" for the root) are kept: they may
+    well still be there."""
+    blind = [d + "/" if d else "" for d in unreadable]
+    return [
+        relative
+        for relative in seen
+        if relative not in present and not any(relative.startswith(d) for d in blind)
+    ]
 
 
 class _Pending(msgspec.Struct):

@@ -9,6 +9,10 @@ written into it before its watch existed. A queue overflow is reported as ``resc
 
 Where inotify is not available the :class:`PollingWatcher` reports ``rescan`` every tick
 and the source's walk finds what changed, by size and mtime.
+
+Waits are on the source's clock. :meth:`Watcher.watch_tree` walks directories and makes
+system calls: the source calls it in a worker thread, never while :meth:`Watcher.notices`
+runs.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from typing import Literal, NamedTuple, Protocol
 
 import anyio
 
+from streamfn.clock import Clock
+
 Kind = Literal["changed", "moved_in", "deleted", "directory", "rescan"]
 
 
@@ -29,30 +35,36 @@ class Notice(NamedTuple):
 
 
 class Watcher(Protocol):
-    def watch_tree(self, relative: str = "") -> None: ...
+    def watch_tree(self, relative: str = "") -> None:
+        """Watch the directory ``relative`` and every directory below it (blocking)."""
+        ...
 
     async def notices(self, wait: float) -> list[Notice]:
-        """What happened since the last call; waits up to ``wait`` s for something."""
+        """What happened since the last call; waits up to ``wait`` s of the clock for
+        something. Cancellable."""
         ...
 
     def close(self) -> None: ...
 
 
-def open_watcher(root: Path) -> Watcher:
+def open_watcher(root: Path, clock: Clock) -> Watcher:
     if sys.platform.startswith("linux"):
         try:
-            return InotifyWatcher(root)
+            return InotifyWatcher(root, clock)
         except OSError:  # inotify instances exhausted, or not permitted
             pass
-    return PollingWatcher()
+    return PollingWatcher(clock)
 
 
 class PollingWatcher:
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+
     def watch_tree(self, relative: str = "") -> None:
         pass
 
     async def notices(self, wait: float) -> list[Notice]:
-        await anyio.sleep(wait)
+        await self._clock.sleep(wait)
         return [Notice("rescan", "")]
 
     def close(self) -> None:
@@ -60,7 +72,7 @@ class PollingWatcher:
 
 
 class InotifyWatcher:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, clock: Clock) -> None:
         import inotify_simple  # type: ignore[import-untyped]
 
         self._flags = inotify_simple.flags
@@ -76,6 +88,7 @@ class InotifyWatcher:
             | flags.EXCL_UNLINK
         )
         self._root = root
+        self._clock = clock
         self._inotify = inotify_simple.INotify(nonblocking=True)
         self._directories: dict[int, str] = {}
 
@@ -92,8 +105,7 @@ class InotifyWatcher:
             self._directories[descriptor] = "" if rel == "." else rel
 
     async def notices(self, wait: float) -> list[Notice]:
-        with anyio.move_on_after(wait):
-            await anyio.wait_readable(self._inotify.fileno())
+        await _readable_or_after(self._inotify.fileno(), wait, self._clock)
         flags = self._flags
         found: list[Notice] = []
         for event in self._inotify.read(timeout=0):
@@ -120,3 +132,19 @@ class InotifyWatcher:
 
     def close(self) -> None:
         self._inotify.close()
+
+
+async def _readable_or_after(fd: int, wait: float, clock: Clock) -> None:
+    """Return when ``fd`` is readable or ``wait`` seconds of ``clock`` have passed."""
+    if wait <= 0:
+        await anyio.lowlevel.checkpoint()
+        return
+    async with anyio.create_task_group() as tg:
+
+        async def timeout() -> None:
+            await clock.sleep(wait)
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(timeout)
+        await anyio.wait_readable(fd)
+        tg.cancel_scope.cancel()

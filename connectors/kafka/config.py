@@ -7,9 +7,9 @@ Names follow AWS's ``CreateEventSourceMapping`` in snake_case, durations in seco
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Self
+import math
+from typing import Annotated, Any, Literal
 
-import msgspec
 from msgspec import Meta
 
 from streamfn.invoke.destinations import KafkaDestination, parse_destination
@@ -19,6 +19,10 @@ EMBEDDED = "embedded"
 """``bootstrap_servers = "embedded"``: the broker ``streamfn run --embedded-kafka`` starts."""
 
 REBALANCE_TIMEOUT_MS = 300_000
+"""Kafka's default: how long the group waits for members to rejoin, at least."""
+
+REBALANCE_MARGIN_S = 30.0
+"""Beyond the revoke drain: committing the watermark and sending the rejoin."""
 
 Topic = Annotated[str, Meta(pattern=r"^[A-Za-z0-9._-]{1,249}$")]
 
@@ -116,10 +120,11 @@ class KafkaConfig(StreamSourceConfig, tag="kafka", frozen=True, kw_only=True):
             options["sasl_plain_password"] = self.sasl_password
         return options
 
-    def consumer_options(self) -> dict[str, Any]:
+    def consumer_options(self, *, revoke_timeout: float) -> dict[str, Any]:
         """:meth:`client_options` plus the consumer group settings. Offsets are committed only
         by the mapping; a partition without one starts at ``starting_position`` (AT_TIMESTAMP
-        seeks from the earliest record, see the source)."""
+        seeks from the earliest record, see the source). ``revoke_timeout``: seconds the
+        mapping may drain inside a revoke (:class:`~streamfn.streams.contract.StreamContext`)."""
         return {
             **self.client_options(),
             "group_id": self.group_id,
@@ -128,22 +133,14 @@ class KafkaConfig(StreamSourceConfig, tag="kafka", frozen=True, kw_only=True):
             "session_timeout_ms": int(self.session_timeout * 1000),
             "heartbeat_interval_ms": int(self.heartbeat_interval * 1000),
             "fetch_max_wait_ms": 100,
-            # How long the group waits for members to rejoin; a member drains its in-flight
-            # batches (bounded by the function timeout) before it rejoins. Kafka's default.
-            "rebalance_timeout_ms": REBALANCE_TIMEOUT_MS,
+            "rebalance_timeout_ms": rebalance_timeout_ms(revoke_timeout),
         }
 
-    def embedded_kafka_topics(self) -> tuple[str, ...]:
-        if self.bootstrap_servers != EMBEDDED:
-            return ()
-        topics = [self.topic]
-        if self.on_failure is not None:
-            destination = parse_destination(self.on_failure)
-            if isinstance(destination, KafkaDestination):
-                topics.append(destination.topic)
-        return tuple(topics)
 
-    def with_embedded_kafka(self, bootstrap_servers: str) -> Self:
-        if self.bootstrap_servers != EMBEDDED:
-            return self
-        return msgspec.structs.replace(self, bootstrap_servers=bootstrap_servers)
+def rebalance_timeout_ms(revoke_timeout: float) -> int:
+    """How long the group waits for members to rejoin: a member drains its in-flight
+    batches (up to ``revoke_timeout`` seconds: the function timeout plus a grace period)
+    and commits before it rejoins, so the group must wait longer than that or it hands the
+    partitions on while their batches still run. Never below Kafka's default."""
+    drain_ms = math.ceil((revoke_timeout + REBALANCE_MARGIN_S) * 1000)
+    return max(REBALANCE_TIMEOUT_MS, drain_ms)

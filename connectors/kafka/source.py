@@ -1,5 +1,5 @@
 """The Kafka source's I/O: an aiokafka consumer group member and, for ``kafka://`` failure
-destinations, a producer on the same cluster.
+destinations (:mod:`connectors.kafka.destination`), a producer on the same cluster.
 
 Everything the mapping decides (what to commit and when, which partitions to pause) comes
 from the driver, :mod:`streamfn.streams.driver`; this module translates between it and
@@ -20,6 +20,11 @@ them) and fetched again afterwards. Where a new partition starts:
   the timestamp until the first one that is not, so a broker whose time index is coarse
   (Tansu answers offset 0) still starts at the right record. Nothing is committed for such
   a partition before its first delivered record.
+
+The driver's :class:`~streamfn.streams.contract.StreamContext` gives the source its logger
+and clock (an idle fetch waits on it), and how long a revoke may drain: the group's
+``rebalance_timeout_ms`` is derived from it (:func:`~connectors.kafka.config.
+rebalance_timeout_ms`), so the group never hands on partitions whose batches still run.
 """
 
 from __future__ import annotations
@@ -29,19 +34,20 @@ import ssl
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-import anyio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka import TopicPartition as KafkaPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.helpers import create_ssl_context
 
+from streamfn.clock import Clock, SystemClock
 from streamfn.errors import SourceError
-from streamfn.streams.contract import StreamListener, StreamPosition
+from streamfn.invoke.destinations import Destination, KafkaDestination
+from streamfn.streams.contract import StreamContext, StreamListener, StreamPosition
 from streamfn.types import StreamRecord, TimestampType, TopicPartition
 
 from .config import EMBEDDED, KafkaConfig
-
-log = logging.getLogger("streamfn.source.kafka")
+from .destination import KafkaTopicDestination
+from .format import KafkaFormat
 
 _CREATE_TIME = TimestampType.CREATE_TIME
 _LOG_APPEND_TIME = TimestampType.LOG_APPEND_TIME
@@ -58,13 +64,12 @@ class KafkaSource:
         self._skip_before: dict[KafkaPartition, int] = {}  # AT_TIMESTAMP: ms per partition
         self._started: set[KafkaPartition] = set()  # assigned, and the driver knows where from
         self._failure: SourceError | None = None
+        self._log = logging.getLogger("streamfn.source.kafka")  # until open() names it
+        self._clock: Clock = SystemClock()
 
-    @property
-    def bootstrap_servers(self) -> str:
-        return self._config.bootstrap_servers
-
-    async def open(self, listener: StreamListener) -> None:
+    async def open(self, listener: StreamListener, context: StreamContext) -> None:
         config = self._config
+        self._log, self._clock = context.log, context.clock
         if config.bootstrap_servers == EMBEDDED:
             raise SourceError(
                 f'kafka topic {config.topic!r}: bootstrap_servers = "embedded" needs '
@@ -72,9 +77,12 @@ class KafkaSource:
             )
         if config.uses_tls:
             self._ssl = _ssl_context(config)
-        consumer = AIOKafkaConsumer(**config.consumer_options(), ssl_context=self._ssl)
+        consumer = AIOKafkaConsumer(
+            **config.consumer_options(revoke_timeout=context.revoke_timeout),
+            ssl_context=self._ssl,
+        )
         consumer.subscribe([config.topic], listener=_Rebalance(self, listener))
-        log.info(
+        self._log.info(
             "joining consumer group %r for topic %r at %s",
             config.group_id,
             config.topic,
@@ -90,7 +98,7 @@ class KafkaSource:
                 f"kafka: cannot connect to {config.bootstrap_servers}: {exc!r}"
             ) from exc
         if consumer.partitions_for_topic(config.topic) is None:
-            log.warning(
+            self._log.warning(
                 "topic %r does not exist on %s (yet); waiting for it",
                 config.topic,
                 config.bootstrap_servers,
@@ -111,7 +119,7 @@ class KafkaSource:
             else [KafkaPartition(tp.topic, tp.partition) for tp in partitions]
         )
         if partitions is not None and not only:
-            await anyio.sleep(max_wait)
+            await self._clock.sleep(max_wait)
             return {}
         try:
             fetched = await consumer.getmany(
@@ -163,7 +171,16 @@ class KafkaSource:
         except (KafkaError, IllegalStateError) as exc:
             raise SourceError(f"kafka: commit to group {self._config.group_id!r}: {exc!r}") from exc
 
-    async def produce(self, topic: str, key: bytes | None, value: bytes) -> None:
+    def destination(self, target: Destination) -> KafkaTopicDestination | None:
+        """``kafka://TOPIC``: written to this cluster; other schemes are not the source's."""
+        if not isinstance(target, KafkaDestination):
+            return None
+        return KafkaTopicDestination(
+            target.topic, self._produce, KafkaFormat(self._config.bootstrap_servers)
+        )
+
+    async def _produce(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """Write one record to ``topic`` on the same cluster and wait for its ack."""
         try:
             if self._producer is None:
                 producer = AIOKafkaProducer(

@@ -1,298 +1,350 @@
-"""The async invocation path: durable queue → bounded workers → destinations.
+"""The async dispatcher: leases queued events and executes their lifecycle plans.
 
-Theory of operation. Sources and async invokes put events into the state store's queue
-(:meth:`AsyncQueue.enqueue`). One fetcher task leases due events in small batches and
-hands them, one at a time, to a fixed pool of ``max_concurrency`` worker tasks through a
-zero-capacity stream: the fetcher only leases more when a worker is free, so a flood of
-events waits on disk, never in memory. A worker runs one event to a decision:
+Theory of operation. One fetcher task leases due events of the functions this instance
+runs, never more than there are free places (``max_concurrency``), so a flood of events
+waits on disk, never in memory. For each leased event it first tries to take a
+concurrency slot (:meth:`~streamfn.invoke.invoker.Invoker.try_acquire`, never waiting)
+and asks :func:`~streamfn.events.lifecycle.decide` what to do; the events that got a
+slot are begun together, one store transaction for the batch (``Begin``: look up the
+key, count the attempt, extend the lease — the clocks start now, with the slot held).
+Then each goes to one of ``max_concurrency`` worker tasks through a bounded stream. A
+worker runs the rest of the plan — ``Run`` (invoke in the slot) — and hands the
+resulting ``Settle`` (the decision and its destination records) to the
+:class:`~streamfn.events.decisions.DecisionWriter`, which commits what has queued up in
+one fenced transaction; only then is the outcome counted and logged. A function at its
+reserved concurrency gets its event back with throttle backoff at once, so it holds no
+worker and other functions' events go on. :meth:`Dispatcher.stop` ends only the
+fetcher's waits, never a fetch step (lease → begin → hand over): an event leased when it
+comes is still run, not left leased until its lease runs out. Nothing is shielded (the
+store waits out an outage, so a shield could hold a stop up for as long as it lasts): a
+fetch step *cancelled* (the drain timeout passed) releases its slots and leaves the events
+it leased but did not begin to come back when their leases run out.
 
-    age check ─► idempotency claim ─► invoke ─► AsyncRetryPolicy decision
-      │              │ completed: ack, skip      │ Deliver: on_success record, finish
-      │              │ in progress: retry later  │ Retry:   release key, requeue at `at`
-      ▼              ▼                           │ Discard: on_failure record, release, ack
-    EventAgeExceeded: on_failure record, ack
+The dispatcher decides nothing itself: every edge, failure edges included, is in
+:mod:`~streamfn.events.lifecycle`. What it adds is I/O discipline:
 
-``finish`` completes the idempotency key and acks the event in one transaction.
-Every state change is one store transaction made after the work it records: a crash
-anywhere leaves the event in the queue (its lease is reset when the store reopens), so it
-is delivered again, and a key completed before the crash is not invoked again.
+- a plan's write presents the event's lease token; a write answered "lease lost" ends the
+  event here (another dispatcher owns it now);
+- the store waits out an outage itself (:mod:`streamfn.state.outage`), so a decided
+  outcome is recorded once the store is back; a store error (never retriable) ends the
+  dispatcher;
+- destination records reach their destination through the :class:`OutboxDriver`, never
+  from here;
+- housekeeping, every ``housekeeping_interval`` on the clock: expired idempotency records
+  are deleted, and events of functions that *no* instance can be running any more (older
+  than :data:`ORPHAN_AGE`, beyond the largest possible ``maximum_event_age`` plus the
+  longest retry delay) are dropped and logged once per function: an instance never
+  leases another function's events, so without this they would stay forever.
+
+Every wait goes through the clock, so a FakeClock drives housekeeping.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import anyio
 import msgspec
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from streamfn.clock import Clock
-from streamfn.config import Config
-from streamfn.errors import StreamfnError
-from streamfn.events.records import async_destination_record
-from streamfn.events.retry import AsyncRetryPolicy, Deliver, Discard, Retry
-from streamfn.invoke.destinations import DestinationWriter, parse_destination
-from streamfn.invoke.invoker import Invoker
-from streamfn.runtime.base import function_arn
-from streamfn.state.base import ClaimState, QueuedEvent, StateStore
-from streamfn.types import InvocationRequest, InvocationResult
+from streamfn.events.decisions import DecisionWriter
+from streamfn.events.intake import wait_for_change
+from streamfn.events.lifecycle import (
+    Begin,
+    Claimed,
+    EventPolicy,
+    Finished,
+    Leased,
+    Run,
+    Settle,
+    decide,
+)
+from streamfn.events.outbox import OutboxDriver
+from streamfn.invoke.invoker import Slot
+from streamfn.services import Services
+from streamfn.state.base import QueuedEvent, Settlement
+from streamfn.state.claims import Claim, ClaimState
+from streamfn.types import InvocationRequest
+
+__all__ = ["DispatchPolicy", "DispatchStatistics", "Dispatcher"]
+
+_Work = tuple[QueuedEvent, "Slot | None", "Settle | Claim | None"]
+"""A leased event for a worker: its slot and its first step (a Settle, or begin's answer)."""
 
 log = logging.getLogger("streamfn.async")
 
-DESTINATION_RETRY = 5.0  # seconds before an event whose destination failed is tried again
-IN_PROGRESS_RETRY = 1.0  # seconds before an event whose key is held elsewhere is looked at again
-LEASE_MARGIN = 60.0
+ORPHAN_AGE = 21_600 + 7_200 + 3_600
+"""Seconds after which an event of a function this instance does not run is dropped: the
+largest ``maximum_event_age`` (6 h), plus the longest retry delay (2 h), plus an hour of
+grace. Any instance that runs the function has aged such an event out (with its
+on_failure record) long before."""
 
 
-@dataclass
-class AsyncStatistics:
+RECORDING_LIMIT = 4
+"""Decided events whose outcome is being written, per place of ``max_concurrency``, before
+the fetcher waits (backpressure from the store)."""
+
+
+class DispatchPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """The dispatcher's rules, built by the engine from the config."""
+
+    functions: Mapping[str, EventPolicy]
+    """The functions this instance runs; only their events are leased."""
+    max_concurrency: int = 64
+    batch: int = 64
+    housekeeping_interval: float = 60.0
+
+    @property
+    def lease_for(self) -> float:
+        """How long a lease lasts until ``begin`` extends it for the attempt."""
+        return max((p.timeout + p.lease_margin for p in self.functions.values()), default=63.0)
+
+
+class DispatchStatistics(msgspec.Struct, frozen=True, kw_only=True):
     received: int = 0
-    duplicates: int = 0
     succeeded: int = 0
     retried: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)
+    throttled: int = 0
+    duplicates: int = 0
+    busy: int = 0
+    dropped: Mapping[str, int] = {}
+    lost_leases: int = 0
+    expired_keys: int = 0
+    orphans_dropped: int = 0
     destination_failures: int = 0
+    delivered_records: int = 0
 
 
-class AsyncQueue:
-    def __init__(self, config: Config, store: StateStore, invoker: Invoker, clock: Clock) -> None:
-        self._config = config
-        self._store = store
-        self._invoker = invoker
-        self._clock = clock
-        self._policies: Mapping[str, AsyncRetryPolicy] = {
-            name: AsyncRetryPolicy.from_config(function.async_)
-            for name, function in config.functions.items()
-        }
-        self._writer = DestinationWriter(config.root, self._enqueue_destination)
-        self._wake = anyio.Event()
-        self._lease_for = (
-            max((f.timeout for f in config.functions.values()), default=3) + LEASE_MARGIN
-        )
-        self.statistics = AsyncStatistics()
-        self._fetching = anyio.CancelScope()
+class Dispatcher:
+    """Runs queued events to a decision (see the module docstring)."""
+
+    def __init__(self, policy: DispatchPolicy, services: Services) -> None:
+        self._policy = policy
+        self._services = services
+        self._functions = tuple(policy.functions)
+        self._outbox = OutboxDriver(services)
+        self._writer = DecisionWriter(services.store, self._written)
+        self._stopping = False
+        self._idle = anyio.CancelScope()  # the fetcher's current wait, ended by stop()
         self._drained = anyio.Event()
-        self._busy = 0
-
-    @property
-    def store(self) -> StateStore:
-        return self._store
-
-    @property
-    def invoker(self) -> Invoker:
-        return self._invoker
+        self._free = anyio.Event()
+        self._busy = 0  # leased, not yet decided
+        self._recording = 0  # decided, being written
+        self._plans: dict[tuple[int, int], Settle] = {}  # by (id, token), while written
+        self._counts: dict[str, int] = {}
+        self._orphaned: set[str] = set()
 
     def in_flight(self) -> int:
-        """Events a worker is processing right now."""
-        return self._busy
+        """Events being worked on right now (running, or their outcome being recorded)."""
+        return self._busy + self._recording
+
+    def statistics(self) -> DispatchStatistics:
+        counts = self._counts
+        outbox = self._outbox.statistics()
+        return DispatchStatistics(
+            received=self._services.intake.received,
+            succeeded=counts.get("succeeded", 0),
+            retried=counts.get("retried", 0),
+            throttled=counts.get("throttled", 0),
+            duplicates=counts.get("duplicate", 0),
+            busy=counts.get("busy", 0),
+            dropped={k[8:]: v for k, v in counts.items() if k.startswith("dropped:")},
+            lost_leases=counts.get("lost", 0),
+            expired_keys=counts.get("expired", 0),
+            orphans_dropped=counts.get("orphans", 0),
+            destination_failures=outbox.failures,
+            delivered_records=outbox.delivered,
+        )
 
     async def drained(self) -> None:
         """Wait until :meth:`run` has returned after :meth:`stop`."""
         await self._drained.wait()
 
-    async def enqueue(
-        self,
-        function: str,
-        payload: bytes,
-        idempotency_key: str,
-        *,
-        ttl: float = 3600.0,
-        request_id: str | None = None,
-        checkpoint: tuple[str, str, bytes] | None = None,
-    ) -> bool:
-        """Queue one event durably; returns False when its key is already queued.
-        ``checkpoint`` (source, key, value) is committed with it (see StateStore.enqueue)."""
-        queued = await self._store.enqueue(
-            function=function,
-            payload=payload,
-            request_id=request_id or str(uuid.uuid4()),
-            idempotency_key=idempotency_key,
-            idempotency_ttl=ttl,
-            now=self._clock.time(),
-            checkpoint=checkpoint,
-        )
-        if queued:
-            self.statistics.received += 1
-            self._wake.set()
-        return queued
-
-    async def _enqueue_destination(self, function: str, payload: bytes, key: str) -> bool:
-        return await self.enqueue(function, payload, key)
+    def stop(self) -> None:
+        """Lease nothing more; events already started (or being leased) run to their end."""
+        self._stopping = True
+        self._idle.cancel()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Fetch and dispatch until :meth:`stop`; then let the workers finish the events they
-        hold and return."""
-        workers = self._config.service.max_concurrency
-        send, receive = anyio.create_memory_object_stream[QueuedEvent](0)
-        async with anyio.create_task_group() as tg:
-            async with receive:
-                for _ in range(workers):
-                    tg.start_soon(self._worker, receive.clone())
-            task_status.started()
-            async with send:
-                with self._fetching:
-                    await self._fetch(send, batch=min(workers, 32))
-        self._drained.set()
-
-    def stop(self) -> None:
-        """Stop leasing events; those already handed to workers run to their end."""
-        self._fetching.cancel()
-
-    async def _fetch(self, send: MemoryObjectSendStream[QueuedEvent], *, batch: int) -> None:
-        while True:
-            self._wake = anyio.Event()
-            events = await self._store.lease(
-                now=self._clock.time(), limit=batch, lease_for=self._lease_for
-            )
-            for event in events:
-                await send.send(event)
-            if len(events) == batch:
-                continue
-            due = await self._store.next_due()
-            delay = 3600.0 if due is None else due - self._clock.time()
-            if delay > 0:
-                with anyio.move_on_after(delay):
-                    await self._wake.wait()
-
-    async def _worker(self, receive: MemoryObjectReceiveStream[QueuedEvent]) -> None:
-        async with receive:
-            async for event in receive:
-                self._busy += 1
-                try:
-                    await self._process(event)
-                finally:
-                    self._busy -= 1
-
-    async def _process(self, event: QueuedEvent) -> None:
+        """Lease and run events until :meth:`stop`, then let the started ones finish, write
+        their outcomes, and return. Store errors propagate."""
+        places = self._policy.max_concurrency
+        send, receive = anyio.create_memory_object_stream[_Work](places)
         try:
-            await self._attempt(event)
-        except StreamfnError as exc:
-            if not exc.retriable:
-                raise
-            # The event stays leased; it is tried again when the lease expires, or sooner:
-            log.warning("event %s of %s will be retried: %s", event.request_id, event.function, exc)
-            self.statistics.destination_failures += 1
-            with contextlib.suppress(StreamfnError):  # else its lease runs out and it is due again
-                await self._requeue(
-                    event.id,
-                    visible_at=self._clock.time() + DESTINATION_RETRY,
-                    attempts=event.attempts,
-                    invoke_count=event.invoke_count,
-                )
+            async with anyio.create_task_group() as background:
+                background.start_soon(self._writer.run)
+                background.start_soon(self._outbox.run)
+                background.start_soon(self._housekeeping)
+                async with anyio.create_task_group() as workers:
+                    async with receive:
+                        for _ in range(places):
+                            workers.start_soon(self._worker, receive.clone())
+                    task_status.started()
+                    async with send:
+                        await self._fetch(send)
+                await self._writer.flushed()
+                background.cancel_scope.cancel()
+        finally:
+            self._drained.set()
 
-    async def _attempt(self, event: QueuedEvent) -> None:
-        policy = self._policies[event.function]
-        function = self._config.functions[event.function]
-        now = self._clock.time()
-        if (discard := policy.before_attempt(enqueued_at=event.enqueued_at, now=now)) is not None:
-            await self._discard(event, discard, None)
-            return
-        claim = await self._store.claim(
-            function=event.function,
-            key=event.idempotency_key,
-            now=now,
-            lease_until=now + function.timeout + LEASE_MARGIN,
+    async def _worker(self, receive: MemoryObjectReceiveStream[_Work]) -> None:
+        async with receive:
+            async for event, slot, step in receive:
+                await self._process(event, slot, step)
+
+    async def _fetch(self, work: MemoryObjectSendStream[_Work]) -> None:
+        store, clock, intake = self._services.store, self._services.clock, self._services.intake
+        while True:
+            self._idle = anyio.CancelScope()
+            if self._stopping:
+                return
+            free = self._policy.max_concurrency - self._busy
+            if free <= 0 or self._recording >= RECORDING_LIMIT * self._policy.max_concurrency:
+                self._free = anyio.Event()
+                with self._idle:
+                    await self._free.wait()
+                continue
+            changed = intake.changed
+            limit = min(free, self._policy.batch)
+            if await self._take(work, limit) == limit:  # stop() waits for this step
+                continue
+            with self._idle:
+                due = await store.next_due(functions=self._functions)
+                delay = 3600.0 if due is None else due - clock.time()
+                if delay > 0:
+                    await wait_for_change(changed, delay, clock)
+
+    async def _take(self, work: MemoryObjectSendStream[_Work], limit: int) -> int:
+        """Lease up to ``limit`` events, take their slots, begin those that got one (one
+        store call for all) and hand each to a worker. Returns how many were leased.
+        Cancelled, it releases the slots it took; what it leased and did not hand on comes
+        back when the leases run out."""
+        services = self._services
+        events = await services.store.lease(
+            now=services.clock.time(),
+            limit=limit,
+            lease_for=self._policy.lease_for,
+            functions=self._functions,
         )
-        if claim.state is ClaimState.COMPLETED:
-            self.statistics.duplicates += 1
-            log.info(
-                "event %s of %s skipped: idempotency key already completed",
+        now = services.clock.time()
+        begins: list[tuple[QueuedEvent, Slot, float]] = []
+        for event in events:
+            slot = services.invoker.try_acquire(event.function)
+            policy = self._policy.functions[event.function]
+            plan = decide(event, Leased(slot is not None), now=now, policy=policy)
+            self._busy += 1
+            if isinstance(plan, Begin):
+                assert slot is not None
+                begins.append((event, slot, plan.lease_until))
+                continue
+            if slot is not None:
+                slot.release()
+            assert isinstance(plan, Settle)
+            work.send_nowait((event, None, plan))  # room: never more than free places
+        if not begins:
+            return len(events)
+        try:
+            claims = await services.store.begin_many(
+                [(event, until) for event, _, until in begins], now=now
+            )
+        except BaseException:
+            # Nothing ran: the events come back when their leases run out (extended, if a
+            # begin committed before the cancellation landed).
+            for _, slot, _ in begins:
+                slot.release()
+            self._busy -= len(begins)
+            self._free.set()
+            raise
+        for (event, slot, _), claim in zip(begins, claims, strict=True):
+            work.send_nowait((event, slot, claim))
+        return len(events)
+
+    async def _process(
+        self, event: QueuedEvent, slot: Slot | None, step: Settle | Claim | None
+    ) -> None:
+        """Run one event from its first plan (a Settle, or a begin's answer) to its
+        decision, and hand that to the writer. Its place counts against
+        ``max_concurrency`` until it is decided; recording has places of its own."""
+        plan: Settle | None = None
+        try:
+            plan = step if isinstance(step, Settle) else await self._claimed(event, slot, step)
+        finally:
+            if slot is not None:
+                slot.release()  # the slot is for running, not for recording
+            self._busy -= 1
+            if plan is not None:
+                self._recording += 1
+                self._plans[event.id, event.token] = plan
+                self._writer.submit(event, plan.settlement)
+            self._free.set()
+
+    async def _claimed(
+        self, event: QueuedEvent, slot: Slot | None, claim: Claim | None
+    ) -> Settle | None:
+        if claim is None:
+            self._count("lost")
+            return None
+        assert slot is not None
+        services, policy = self._services, self._policy.functions[event.function]
+        if claim.state is ClaimState.NEW:
+            event = msgspec.structs.replace(
+                event, attempts=event.attempts + 1, invoke_count=event.invoke_count + 1
+            )
+        plan = decide(event, Claimed(claim), now=services.clock.time(), policy=policy)
+        if isinstance(plan, Run):
+            request = InvocationRequest(
+                function=event.function, payload=event.payload, request_id=event.request_id
+            )
+            result = await services.invoker.run(slot, request)
+            plan = decide(event, Finished(result), now=services.clock.time(), policy=policy)
+        assert isinstance(plan, Settle)
+        return plan
+
+    def _written(self, event: QueuedEvent, settlement: Settlement, written: bool) -> None:
+        """The writer committed (or fenced off) ``event``'s decision."""
+        plan = self._plans.pop((event.id, event.token))
+        self._recording -= 1
+        self._free.set()
+        if not written:
+            self._count("lost")
+            log.warning(
+                "event %s of %s: its lease was lost (another instance has it); outcome %s"
+                " not recorded here",
                 event.request_id,
                 event.function,
-            )
-            await self._store.ack(event.id)
-            return
-        if claim.state is ClaimState.IN_PROGRESS:
-            await self._requeue(
-                event.id,
-                visible_at=now + IN_PROGRESS_RETRY,
-                attempts=event.attempts,
-                invoke_count=event.invoke_count,
+                plan.outcome,
             )
             return
-        request = InvocationRequest(
-            function=event.function, payload=event.payload, request_id=event.request_id
-        )
-        result = await self._invoker.invoke(request, wait=True)
-        ran = result.report is not None
-        attempts = event.attempts + (0 if result.ok or not ran else 1)
-        invoke_count = event.invoke_count + (1 if ran else 0)
-        decision = policy.after_attempt(
-            result.outcome,
-            attempts=attempts,
-            throttles=1,
-            now=self._clock.time(),
-            reserved_concurrency=function.reserved_concurrency,
-        )
-        event = msgspec.structs.replace(event, attempts=attempts, invoke_count=invoke_count)
-        if isinstance(decision, Deliver):
-            if function.async_.on_success:
-                await self._deliver(function.async_.on_success, event, "Success", result)
-            self.statistics.succeeded += 1
-            await self._store.finish(
-                event.id,
-                function=event.function,
-                key=event.idempotency_key,
-                result=result.payload,
-                expires_at=self._clock.time() + event.idempotency_ttl,
+        self._count(plan.outcome)
+        if plan.message is not None:
+            log.log(plan.level, "%s", plan.message)
+        if settlement.requeue is not None or settlement.enqueue:
+            self._services.intake.notify()  # the fetcher may be asleep until a later due time
+        if settlement.records:
+            self._outbox.notify()
+
+    async def _housekeeping(self) -> None:
+        store, clock = self._services.store, self._services.clock
+        while True:
+            now = clock.time()
+            self._count("expired", await store.expire(now=now))
+            dropped = await store.drop_orphans(
+                keep=self._functions, enqueued_before=now - ORPHAN_AGE, now=now
             )
-        elif isinstance(decision, Retry):
-            self.statistics.retried += 1
-            log.warning("event %s of %s: %s", event.request_id, event.function, decision.reason)
-            await self._store.release(function=event.function, key=event.idempotency_key)
-            await self._requeue(
-                event.id, visible_at=decision.at, attempts=attempts, invoke_count=invoke_count
-            )
-        else:
-            await self._discard(event, decision, result)
-            await self._store.release(function=event.function, key=event.idempotency_key)
+            self._count("orphans", len(dropped))
+            for event in dropped:
+                if event.function not in self._orphaned:
+                    self._orphaned.add(event.function)
+                    log.error(
+                        "events of function %s older than %.0f h dropped (EventAgeExceeded):"
+                        " no instance runs it, and its on_failure destination is not known"
+                        " here (logged once per function)",
+                        event.function,
+                        ORPHAN_AGE / 3600,
+                    )
+            await clock.sleep(self._policy.housekeeping_interval)
 
-    async def _requeue(
-        self, event_id: int, *, visible_at: float, attempts: int, invoke_count: int
-    ) -> None:
-        await self._store.retry_at(
-            event_id, visible_at=visible_at, attempts=attempts, invoke_count=invoke_count
-        )
-        self._wake.set()  # the fetcher may be asleep until a later due time
-
-    async def _discard(
-        self, event: QueuedEvent, decision: Discard, result: InvocationResult | None
-    ) -> None:
-        function = self._config.functions[event.function]
-        log.error(
-            "event %s of %s dropped: %s after %d invocation(s)%s",
-            event.request_id,
-            event.function,
-            decision.condition,
-            event.invoke_count,
-            f"; recorded in {function.async_.on_failure}"
-            if function.async_.on_failure
-            else "; no on_failure destination is configured",
-        )
-        if function.async_.on_failure:
-            await self._deliver(function.async_.on_failure, event, decision.condition, result)
-        dropped = self.statistics.dropped
-        dropped[decision.condition] = dropped.get(decision.condition, 0) + 1
-        await self._store.ack(event.id)
-
-    async def _deliver(
-        self, uri: str, event: QueuedEvent, condition: str, result: InvocationResult | None
-    ) -> None:
-        service = self._config.service
-        record = async_destination_record(
-            request_id=event.request_id,
-            function_arn=function_arn(
-                event.function, region=service.region, account=service.account, qualifier="$LATEST"
-            ),
-            condition=condition,
-            approximate_invoke_count=event.invoke_count,
-            request_payload=event.payload,
-            result=result,
-            timestamp=self._clock.time(),
-        )
-        await self._writer.deliver(parse_destination(uri), record)
+    def _count(self, outcome: str, n: int = 1) -> None:
+        self._counts[outcome] = self._counts.get(outcome, 0) + n

@@ -13,20 +13,21 @@ dispatcher asks :meth:`AsyncRetryPolicy.after_attempt` what to do, and before ea
 - An event older than ``maximum_event_age`` when its turn comes is discarded as
   ``EventAgeExceeded``.
 
-The delays are tenacity's exponential wait strategies, evaluated here as plain functions
-of the attempt number so the decision stays pure and survives a restart (the attempt
-count is stored with the event, not held in a retry loop).
+The delays come from :func:`streamfn.backoff.exponential`, a plain function of the attempt
+(or throttle) number, so the decision stays pure and survives a restart: the counts are
+stored with the event, not held in a retry loop. The policy is built from the config by
+the caller (the engine); this module does not read config.
 """
 
 from __future__ import annotations
 
 import msgspec
-import tenacity
 
-from streamfn.config import AsyncConfig
+from streamfn.backoff import exponential
 from streamfn.types import Outcome
 
-THROTTLE_BACKOFF = tenacity.wait_exponential(multiplier=1, min=1, max=300)
+THROTTLE_BASE = 1.0
+THROTTLE_CAP = 300.0
 
 
 class Deliver(msgspec.Struct, frozen=True):
@@ -46,24 +47,10 @@ class Discard(msgspec.Struct, frozen=True):
 Decision = Deliver | Retry | Discard
 
 
-def _wait(strategy: tenacity.wait.wait_base, attempt: int) -> float:
-    state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
-    state.attempt_number = attempt
-    return float(strategy(state))
-
-
 class AsyncRetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
     maximum_retry_attempts: int = 2
     maximum_event_age: float = 21_600
     retry_delay: float = 60.0
-
-    @classmethod
-    def from_config(cls, config: AsyncConfig) -> AsyncRetryPolicy:
-        return cls(
-            maximum_retry_attempts=config.maximum_retry_attempts,
-            maximum_event_age=config.maximum_event_age,
-            retry_delay=config.retry_delay,
-        )
 
     def before_attempt(self, *, enqueued_at: float, now: float) -> Discard | None:
         if now - enqueued_at > self.maximum_event_age:
@@ -86,12 +73,11 @@ class AsyncRetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
         if outcome is Outcome.THROTTLED:
             if reserved_concurrency == 0:
                 return Discard("ZeroReservedConcurrency")
-            delay = _wait(THROTTLE_BACKOFF, max(1, throttles))
+            delay = exponential(max(1, throttles) - 1, base=THROTTLE_BASE, cap=THROTTLE_CAP)
             return Retry(now + delay, False, f"throttled; retrying in {delay:.0f}s")
         if attempts > self.maximum_retry_attempts:
             return Discard("RetriesExhausted")
-        strategy = tenacity.wait_exponential(multiplier=self.retry_delay, exp_base=2)
-        delay = _wait(strategy, attempts) if self.retry_delay > 0 else 0.0
+        delay = exponential(attempts - 1, base=self.retry_delay, cap=float("inf"))
         retries_left = self.maximum_retry_attempts - attempts + 1
         return Retry(
             now + delay, True, f"{outcome.value}; retry in {delay:.1f}s ({retries_left} left)"

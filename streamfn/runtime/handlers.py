@@ -1,4 +1,9 @@
-"""Importing handlers ("module:attr") the way AWS's Python runtime does, several per process.
+"""Importing handlers the way AWS's Python runtime does, several per process.
+
+Handler strings (:func:`parse_handler`), as ``awslambdaric`` resolves them: the *last* dot
+separates the module from the function (``lambda_function.lambda_handler``,
+``pkg.sub.mod.fn``), slashes in the module are package separators (``pkg/sub/mod.fn``
+imports ``pkg.sub.mod``), and streamfn's own ``module:function`` form is kept.
 
 On AWS every function has its own interpreter with its code directory (``LAMBDA_TASK_ROOT``)
 first on ``sys.path``. The inline runtime imports every function into the engine's one
@@ -22,10 +27,12 @@ shared ``sys.modules`` and ``sys.path``, so a module name present in two code di
 gives the first one loaded. The isolated worker-process runtime has no such sharing.
 
 Errors are :class:`~streamfn.errors.HandlerImportError` with the type AWS reports:
-``Runtime.ImportModuleError`` (module or one of its imports missing),
-``Runtime.UserCodeSyntaxError``, ``Runtime.HandlerNotFound`` (attribute missing or not
-callable), and for any other exception raised by the module's code its class name
-(``KeyError``...), as AWS's runtime interface client reports it.
+``Runtime.MalformedHandlerName``, ``Runtime.BuiltInModuleConflict`` (a handler module named
+like a module built into the interpreter, ``sys.handler``), ``Runtime.ImportModuleError``
+(module or one of its imports missing), ``Runtime.UserCodeSyntaxError``,
+``Runtime.HandlerNotFound`` (attribute missing or not callable), and for any other
+exception raised by the module's code its class name (``KeyError``...), as AWS's runtime
+interface client reports it.
 """
 
 from __future__ import annotations
@@ -42,6 +49,44 @@ from streamfn.errors import HandlerImportError
 
 Handler = Callable[..., Any]
 
+HANDLER_FORMS = (
+    "'module.function' (AWS's form, e.g. 'lambda_function.lambda_handler'), "
+    "'package.module.function', 'package/module.function' or 'module:function'"
+)
+"""The accepted handler strings, in words, for error messages."""
+
+
+def parse_handler(value: str) -> tuple[str, str]:
+    """``(module to import, attribute)`` of a ``python``/``inline`` handler string.
+
+    Pure; the config's validation and the runtimes call it. Raises ValueError naming the
+    accepted forms (:data:`HANDLER_FORMS`) when ``value`` is none of them. Module parts are
+    Python identifiers (a ``-`` is allowed, as in a file ``my-handler.py``), the attribute
+    an identifier.
+    """
+    module, attr = _split(value)
+    parts = module.replace("/", ".").split(".")
+    if not all(part.replace("-", "_").isidentifier() for part in parts) or not (
+        attr.isidentifier()
+    ):
+        raise ValueError(_malformed(value))
+    return ".".join(parts), attr
+
+
+def _split(value: str) -> tuple[str, str]:
+    if ":" in value:
+        module, _, attr = value.partition(":")
+    else:
+        module, _, attr = value.rpartition(".")
+    if not module or not attr:
+        raise ValueError(_malformed(value))
+    return module, attr
+
+
+def _malformed(value: str) -> str:
+    shown = value if len(value) <= 80 else value[:77] + "..."
+    return f"bad handler {shown!r}: expected {HANDLER_FORMS}"
+
 
 class HandlerLoader:
     """Imports the handlers of several functions; see the module docstring. Not thread-safe:
@@ -53,13 +98,16 @@ class HandlerLoader:
         self._paths: list[str] = []  # entries this loader added to sys.path
 
     def load(self, handler: str, code_dir: Path) -> Handler:
-        """Import ``handler`` ("module:attr", module may be dotted) from ``code_dir``."""
-        module_name, _, attr = handler.partition(":")
-        if not module_name or not attr:
+        """Import ``handler`` (any form of :func:`parse_handler`) from ``code_dir``."""
+        try:
+            module_name, attr = parse_handler(handler)
+        except ValueError as exc:
+            raise HandlerImportError(handler, "Runtime.MalformedHandlerName", str(exc)) from None
+        if module_name.partition(".")[0] in sys.builtin_module_names:
             raise HandlerImportError(
                 handler,
-                "Runtime.MalformedHandlerName",
-                f"Bad handler '{handler}': expected 'module:attribute'",
+                "Runtime.BuiltInModuleConflict",
+                f"Cannot use built-in module {module_name} as a handler module",
             )
         code_dir = code_dir.resolve()
         module = self._import(handler, module_name, code_dir)

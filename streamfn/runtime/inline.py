@@ -9,7 +9,7 @@ Theory of operation:
 - :meth:`InlineRuntime.invoke` logs START, decodes the payload (empty → ``{}``), calls the
   handler, JSON-encodes its result (``bytes`` pass through unchanged, as on AWS), and logs
   END and REPORT. Sync handlers run in a worker thread bounded by a CapacityLimiter of
-  ``service.max_concurrency``, so the event loop never blocks on them; ``async def``
+  ``max_concurrency``, so the event loop never blocks on them; ``async def``
   handlers are awaited on the loop (one that blocks, blocks the engine).
 - A watchdog task sleeps on the clock until ``timeout`` seconds after the start and then
   cancels the call: the result is TIMEOUT with AWS's ``Sandbox.Timedout`` body and
@@ -25,11 +25,15 @@ Theory of operation:
 
 Not isolated here (the worker-process runtime does these): environment variables (the
 function's ``environment`` and ``AWS_LAMBDA_*`` are not set, as one process cannot hold a
-value per function), stdout (``print`` goes to the engine's stdout), memory (``Max Memory
-Used`` is the engine process's peak RSS), and imports made while handling (see
-:mod:`streamfn.runtime.handlers`). Results are encoded with msgspec, which also accepts a
-few types AWS's ``json`` encoder refuses (datetime, UUID, set, dataclass). Every request
-runs the loaded code, so the executed version is always ``$LATEST``.
+value per function), stdout (``print`` goes to the engine's stdout as written, not to the
+function log), memory (``Max Memory Used`` is the engine process's peak RSS), imports
+made while handling (see :mod:`streamfn.runtime.handlers`), the trace id
+(``_X_AMZN_TRACE_ID`` is not set: one variable cannot hold a value per concurrent
+invocation), and ``logging``'s root logger,
+which is the engine's (see :class:`~streamfn.runtime.lambda_logging.InlineLogs`: records
+a handler logs during its invocation are written to the function log in Lambda's format,
+but the root's level is the engine's). Every request runs the loaded code, so the
+executed version is always ``$LATEST``.
 """
 
 from __future__ import annotations
@@ -47,11 +51,11 @@ import anyio
 import msgspec
 
 from streamfn.clock import Clock
-from streamfn.config import Config
-from streamfn.runtime import logs
-from streamfn.runtime.base import FUNCTION_LOGGER, function_arn
+from streamfn.runtime import envelope
+from streamfn.runtime.base import FUNCTION_LOGGER
 from streamfn.runtime.context import LambdaContext, log_stream_name
 from streamfn.runtime.deadlines import Deadlines
+from streamfn.runtime.envelope import VERSION
 from streamfn.runtime.handlers import Handler, HandlerLoader
 from streamfn.runtime.invocation import Ended as _Ended
 from streamfn.runtime.invocation import Fault as _Fault
@@ -59,9 +63,9 @@ from streamfn.runtime.invocation import call as _call
 from streamfn.runtime.invocation import is_async as _is_async
 from streamfn.runtime.invocation import settle as _settle
 from streamfn.runtime.invocation import unmarshal as _unmarshal
-from streamfn.types import InvocationRequest, InvocationResult, Outcome, Report
-
-VERSION = "$LATEST"
+from streamfn.runtime.lambda_logging import InlineLogs
+from streamfn.runtime.policy import RuntimePolicy
+from streamfn.types import InvocationRequest, InvocationResult
 
 
 class InlineRuntimeStatistics(msgspec.Struct, frozen=True, kw_only=True):
@@ -74,19 +78,21 @@ class InlineRuntime:
 
     def __init__(
         self,
-        config: Config,
+        policy: RuntimePolicy,
         functions: dict[str, _Function],
         *,
         clock: Clock,
         log: logging.Logger,
         deadlines: Deadlines,
+        logs: InlineLogs,
     ) -> None:
         self._deadlines = deadlines
-        self._service = config.service
+        self._logs = logs
+        self._policy = policy
         self._functions = functions
         self._clock = clock
         self._log = log
-        self._limiter = anyio.CapacityLimiter(config.service.max_concurrency)
+        self._limiter = anyio.CapacityLimiter(policy.max_concurrency)
         self._lock = threading.Lock()
         self._abandoned = 0
 
@@ -98,17 +104,13 @@ class InlineRuntime:
             raise LookupError(f"function {request.function!r} is not loaded in this runtime")
         rid = request.request_id
         init_ms, fn.init_duration_ms = fn.init_duration_ms, None
-        self._log.info(logs.start_line(rid, VERSION))
+        style = fn.style
+        envelope.start(self._log, rid, style=style, now=self._clock.time())
         started = self._clock.monotonic()
         context = LambdaContext(
             aws_request_id=rid,
             function_name=fn.name,
-            invoked_function_arn=function_arn(
-                fn.name,
-                region=self._service.region,
-                account=self._service.account,
-                qualifier=request.qualifier,
-            ),
+            invoked_function_arn=self._policy.arn(fn.name, request.qualifier),
             memory_limit_in_mb=fn.memory_size,
             log_stream_name=fn.log_stream_name,
             deadline=started + fn.timeout,
@@ -118,39 +120,29 @@ class InlineRuntime:
         call = _Call()
         ended: _Ended | None = None
         expiry = anyio.CancelScope()
+        logs = self._logs.invocation(
+            fn.name, rid, log_format=style.format, min_level=style.min_application_level
+        )
         try:
-            with self._deadlines.limit(started + fn.timeout) as expiry:
+            with logs, self._deadlines.limit(started + fn.timeout) as expiry:
                 ended = await self._run(fn, request.payload, context, call)
         finally:
             if (ended is None or expiry.cancel_called) and not fn.is_async:
                 self._abandon(call)  # timed out, or the caller gave up (shutdown)
         duration_ms = (self._clock.monotonic() - started) * 1000
         if ended is None or expiry.cancel_called:
-            self._log.error(logs.timeout_log_line(rid, fn.timeout, self._clock.time()))
-            payload = logs.timeout_payload(rid, fn.timeout)
-            ended = _Ended(Outcome.TIMEOUT, payload, "Sandbox.Timedout")
-        for line in logs.error_log_lines(ended.error) if ended.error else ():
-            self._log.error(line)
-        timed_out = ended.outcome is Outcome.TIMEOUT
-        report = Report(
+            ended = envelope.timed_out(self._log, rid, fn.timeout, self._clock.time(), style=style)
+        return envelope.finish(
+            self._log,
+            rid,
+            ended,
             duration_ms=duration_ms,
-            billed_duration_ms=logs.billed_duration(
-                duration_ms, timeout=fn.timeout if timed_out else None
-            ),
             memory_size_mb=fn.memory_size,
             max_memory_used_mb=_peak_rss_mb(),
             init_duration_ms=init_ms,
-            timed_out=timed_out,
-        )
-        self._log.info(logs.end_line(rid))
-        self._log.info(logs.report_line(rid, report))
-        return InvocationResult(
-            request_id=rid,
-            outcome=ended.outcome,
-            payload=ended.payload,
-            executed_version=VERSION,
-            error_type=ended.error_type,
-            report=report,
+            timeout=fn.timeout,
+            style=style,
+            now=self._clock.time(),
         )
 
     def statistics(self) -> InlineRuntimeStatistics:
@@ -201,7 +193,7 @@ class InlineRuntime:
 
 @contextlib.asynccontextmanager
 async def open_inline_runtime(
-    config: Config, *, clock: Clock, log: logging.Logger | None = None
+    policy: RuntimePolicy, *, clock: Clock, log: logging.Logger | None = None
 ) -> AsyncIterator[InlineRuntime]:
     """Import every function's handler, then yield the runtime. Raises HandlerImportError.
 
@@ -211,9 +203,9 @@ async def open_inline_runtime(
     loader = HandlerLoader()
     try:
         functions: dict[str, _Function] = {}
-        for name, function in config.functions.items():
+        for name, function in policy.functions.items():
             started = clock.monotonic()
-            handler = loader.load(function.handler, config.code_dir(name))
+            handler = loader.load(function.handler, function.code_dir)
             init_ms = (clock.monotonic() - started) * 1000
             functions[name] = _Function(
                 name=name,
@@ -223,17 +215,17 @@ async def open_inline_runtime(
                 memory_size=function.memory_size,
                 log_stream_name=log_stream_name(clock.time(), VERSION),
                 init_duration_ms=init_ms,
+                style=envelope.Style.of(function),
             )
         deadlines = Deadlines(clock)
+        log = log or logging.getLogger(FUNCTION_LOGGER)
+        logs = InlineLogs(log)
         async with anyio.create_task_group() as watchdog:
             watchdog.start_soon(deadlines.run)
-            yield InlineRuntime(
-                config,
-                functions,
-                clock=clock,
-                log=log or logging.getLogger(FUNCTION_LOGGER),
-                deadlines=deadlines,
-            )
+            with logs.installed():
+                yield InlineRuntime(
+                    policy, functions, clock=clock, log=log, deadlines=deadlines, logs=logs
+                )
             watchdog.cancel_scope.cancel()
     finally:
         loader.close()
@@ -248,6 +240,7 @@ class _Function:
     memory_size: int
     log_stream_name: str
     init_duration_ms: float | None  # until the first invocation takes it
+    style: envelope.Style
 
 
 @dataclass(slots=True)

@@ -6,8 +6,10 @@ same way wherever it runs:
 
 - an empty payload is handed to the handler as ``{}``, as AWS does; invalid JSON →
   ``Runtime.UnmarshalError``;
-- the result is JSON-encoded (``bytes`` pass through unchanged); an unencodable result →
-  ``Runtime.MarshalError``;
+- the result is JSON-encoded as AWS's Python runtime encodes it
+  (:mod:`streamfn.runtime.marshaller`; ``bytes`` pass through unchanged); an unencodable
+  result (a ``set``, a ``datetime``...) → ``Runtime.MarshalError``, a result over 6 MB →
+  ``Function.ResponseSizeTooLarge``;
 - an exception → FUNCTION_ERROR with Lambda's error object; ``sys.exit()`` → CRASHED with
   ``Runtime.ExitError``;
 - an awaitable result (an ``async def`` handler, or a sync wrapper around one) is left to
@@ -24,12 +26,10 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from streamfn.runtime import logs
+from streamfn.runtime import logs, marshaller
 from streamfn.runtime.context import LambdaContext
 from streamfn.runtime.handlers import Handler
 from streamfn.types import Outcome
-
-_ENCODER = msgspec.json.Encoder(decimal_format="number")
 
 
 class Ended(NamedTuple):
@@ -92,21 +92,26 @@ async def settle(make: Callable[[], Awaitable[Any]], rid: str) -> Ended:
 
 def marshal(value: Any, rid: str) -> Ended:
     if isinstance(value, bytes):
-        return Ended(Outcome.SUCCESS, value)
-    try:
-        return Ended(Outcome.SUCCESS, _ENCODER.encode(value))
-    except Exception as exc:
-        return fault("Runtime.MarshalError", f"Unable to marshal response: {exc}", rid)
+        payload = value
+    else:
+        try:
+            payload = marshaller.to_json(value)
+        except marshaller.MarshalError as exc:
+            return fault("Runtime.MarshalError", f"Unable to marshal response: {exc}", rid)
+    too_large = marshaller.too_large(len(payload))
+    if too_large is not None:
+        return fault("Function.ResponseSizeTooLarge", too_large, rid)
+    return Ended(Outcome.SUCCESS, payload)
 
 
 def fault(error_type: str, message: str, rid: str) -> Ended:
     error = logs.fault_object(message, error_type, request_id=rid)
-    return Ended(Outcome.FUNCTION_ERROR, msgspec.json.encode(error), error_type, error)
+    return Ended(Outcome.FUNCTION_ERROR, marshaller.to_json(error), error_type, error)
 
 
 def raised(exc: Exception, rid: str) -> Ended:
     error = logs.error_object(exc, request_id=rid)
-    return Ended(Outcome.FUNCTION_ERROR, msgspec.json.encode(error), error["errorType"], error)
+    return Ended(Outcome.FUNCTION_ERROR, marshaller.to_json(error), error["errorType"], error)
 
 
 def exited(exc: SystemExit, rid: str) -> Ended:

@@ -8,8 +8,9 @@ served by the engine for as long as the environment lives:
 ``GET /2018-06-01/runtime/invocation/next``
     Waits until the engine hands this environment an invocation, then answers 200 with the
     event as the body and the headers ``Lambda-Runtime-Aws-Request-Id``,
-    ``Lambda-Runtime-Deadline-Ms`` (wall-clock epoch milliseconds) and
-    ``Lambda-Runtime-Invoked-Function-Arn``. The first call ends the init phase.
+    ``Lambda-Runtime-Deadline-Ms`` (wall-clock epoch milliseconds),
+    ``Lambda-Runtime-Invoked-Function-Arn`` and ``Lambda-Runtime-Trace-Id`` (the X-Ray
+    header, :mod:`streamfn.runtime.tracing`). The first call ends the init phase.
 ``POST /2018-06-01/runtime/invocation/{id}/response``
     The invocation's result (202).
 ``POST /2018-06-01/runtime/invocation/{id}/error``
@@ -19,9 +20,11 @@ served by the engine for as long as the environment lives:
     Init failed (202); the environment is closed and the error reported.
 
 Other paths are 404, an unknown or finished request id is 400 (``InvalidRequestID``), a
-body over 6 MB is 413. A bootstrap that exits, times out or is killed is handled as a
-Python worker is (``Runtime.ExitError``, ``Sandbox.Timedout``); one that cannot be
-executed fails init with ``Runtime.InvalidEntrypoint``.
+body over 6 MB is 413 (``RequestEntityTooLarge``; a response or error that large ends its
+invocation with ``Function.ResponseSizeTooLarge``, as on AWS). A bootstrap that exits,
+times out or is killed is handled as a Python worker is (``Runtime.ExitError``,
+``Sandbox.Timedout``); one that cannot be executed fails init with
+``Runtime.InvalidEntrypoint``.
 
 HTTP is spoken with h11: the bootstrap may be curl, awslambdaric's libcurl client or any
 HTTP library, so the framing must be right (keep-alive, chunked bodies, pipelining), yet
@@ -34,8 +37,8 @@ programs it starts.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,7 @@ import msgspec
 
 from streamfn.clock import Clock
 from streamfn.runtime import logs
+from streamfn.runtime.marshaller import MAX_RESPONSE
 from streamfn.runtime.process.environment import Environment, InitError, Reply
 from streamfn.runtime.process.forkserver import ForkServer
 from streamfn.runtime.process.output import OutputReader
@@ -53,7 +57,7 @@ from streamfn.runtime.process.protocol import Invoke, Spawn
 from streamfn.types import Outcome
 
 PREFIX = "/2018-06-01/runtime/"
-MAX_BODY = 6 * 1024 * 1024
+MAX_BODY = MAX_RESPONSE
 _OK = b'{"status":"OK"}'
 _GONE = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError)
 
@@ -145,11 +149,13 @@ class ProvidedEnvironment(Environment):
     async def _route(
         self, head: h11.Request, body: bytes | None
     ) -> tuple[int, list[tuple[str, str]], bytes]:
-        if body is None:
-            return 413, [], _error(f"request body exceeds {MAX_BODY} bytes", "RequestTooLarge")
         path = head.target.decode("latin-1").split("?", 1)[0]
         parts = path.removeprefix(PREFIX).split("/") if path.startswith(PREFIX) else []
         method = head.method
+        if body is None:
+            self._too_large(parts)
+            message = f"Exceeded maximum allowed payload size ({MAX_BODY} bytes)."
+            return 413, [], _error(message, "RequestEntityTooLarge")
         if method == b"GET" and parts == ["invocation", "next"]:
             self._init_done.set()
             pending = await self._next.receive()
@@ -158,6 +164,8 @@ class ProvidedEnvironment(Environment):
                 ("Lambda-Runtime-Deadline-Ms", str(pending.deadline_ms)),
                 ("Lambda-Runtime-Invoked-Function-Arn", pending.invoke.invoked_function_arn),
             ]
+            if pending.invoke.trace_id:
+                headers.append(("Lambda-Runtime-Trace-Id", pending.invoke.trace_id))
             return 200, headers, pending.invoke.payload
         if method == b"POST" and parts == ["init", "error"]:
             error_type, error = _posted_error(head, body)
@@ -187,6 +195,24 @@ class ProvidedEnvironment(Environment):
             return 202, [], _OK
         return 404, [], _error(f"no such endpoint: {method.decode()} {path}", "NotFound")
 
+    def _too_large(self, parts: list[str]) -> None:
+        """A response (or error) over the limit ends its invocation as on AWS."""
+        if len(parts) != 3 or parts[0] != "invocation" or parts[2] not in ("response", "error"):
+            return
+        called = self._pending.get(parts[1])
+        if called is None or called.done.is_set():
+            return
+        message = f"Response payload size exceeded maximum allowed payload size ({MAX_BODY} bytes)."
+        error = logs.fault_object(message, "Function.ResponseSizeTooLarge")
+        called.reply = Reply(
+            Outcome.FUNCTION_ERROR,
+            msgspec.json.encode(error),
+            "Function.ResponseSizeTooLarge",
+            error,
+            self._peak_rss_kb(),
+        )
+        called.done.set()
+
     def _peak_rss_kb(self) -> int:
         with (
             contextlib.suppress(OSError, ValueError),
@@ -199,9 +225,15 @@ class ProvidedEnvironment(Environment):
 
 
 async def start_provided(
-    spawn: Spawn, server: ForkServer, *, clock: Clock, log: logging.Logger, bootstrap: str
+    spawn: Spawn,
+    server: ForkServer,
+    *,
+    clock: Clock,
+    bootstrap: str,
+    output: Callable[[int], OutputReader],
 ) -> ProvidedEnvironment:
-    """Open the environment's endpoint and fork-exec its bootstrap (not yet initialised)."""
+    """Open the environment's endpoint and fork-exec its bootstrap (not yet initialised);
+    ``output`` makes the reader of its output pipe from the pipe's read end."""
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
     port = listener.extra(anyio.abc.SocketAttribute.local_port)
     environ = {**spawn.environ, "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{port}"}
@@ -224,7 +256,7 @@ async def start_provided(
         function=spawn.environ["AWS_LAMBDA_FUNCTION_NAME"],
         pid=pid,
         exit=exit,
-        output=OutputReader(out_r, log=log, clock=clock),
+        output=output(out_r),
         tmp_dir=Path(spawn.tmp_dir),
         server=server,
         provisioned=spawn.environ["AWS_LAMBDA_INITIALIZATION_TYPE"] != "on-demand",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+from streamfn.clock import Clock
 from streamfn.config import Config
 from streamfn.state.base import StateStore
 
@@ -24,18 +25,21 @@ __all__ = ["open_state_store"]
 
 
 @contextlib.asynccontextmanager
-async def open_state_store(config: Config) -> AsyncIterator[StateStore]:
+async def open_state_store(
+    config: Config, *, clock: Clock | None = None
+) -> AsyncIterator[StateStore]:
     """Open the state store ``config`` names: Postgres when ``config.state_url`` is set,
     else the SQLite file ``state.db`` in ``config.state_dir`` (created if missing).
+    ``clock`` (default: the system clock) times the waits through a store outage.
     Raises StateError (see each backend's opener)."""
     if config.state_url is not None:
         from streamfn.state.postgres import open_postgres_store
 
-        async with open_postgres_store(config.state_url) as store:
+        async with open_postgres_store(config.state_url, clock=clock) as store:
             yield store
         return
     from streamfn.state.sqlite import open_sqlite_store
 
     config.state_dir.mkdir(parents=True, exist_ok=True)
-    async with open_sqlite_store(config.state_dir / "state.db") as sqlite_store:
+    async with open_sqlite_store(config.state_dir / "state.db", clock=clock) as sqlite_store:
         yield sqlite_store

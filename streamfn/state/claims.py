@@ -3,21 +3,23 @@
 Theory of operation
 -------------------
 
-An idempotency record lives under (function, key) in the state store. The store reads the
-record, asks :func:`decide_claim` what a claim at ``now`` means, and, when the answer is
-NEW, writes an IN_PROGRESS record leased to the caller — all inside one transaction. This
-module never touches the store; it only decides.
+An idempotency record lives under (function, key) in the state store. When a dispatcher
+begins an attempt of a leased event (``StateStore.begin_many``), the store reads the key's
+record and asks :func:`decide_claim` what a claim at ``now`` means, inside the
+transaction that counts the attempt. This module never touches the store; it only decides.
 
-A stored record is IN_PROGRESS (``lease_until`` set) or COMPLETED (``expires_at`` and
-``result`` set); NEW is never stored, it is the answer "no live record, the key is yours"::
+A stored record is COMPLETED (``expires_at`` and ``result`` set, written by a settle that
+completes the key) or IN_PROGRESS (``lease_until`` set). This streamfn writes no
+IN_PROGRESS record — a queued event's fenced lease is its claim — but a state store
+written by an older one may still hold some until they lapse or ``expire`` removes them.
+NEW is never stored; it is the answer "no live record, the key is yours"::
 
-    (no record) ──claim──► NEW ──store writes──► IN_PROGRESS(lease_until)
+    (no record)                     ──claim──► NEW            the caller's lease holds it
     IN_PROGRESS, now <  lease_until ──claim──► IN_PROGRESS    someone else is running it
     IN_PROGRESS, now >= lease_until ──claim──► NEW            the owner crashed or hung
-    IN_PROGRESS ──finish──► COMPLETED(result, expires_at)
-    IN_PROGRESS ──release──► (no record)                      the invocation failed
     COMPLETED,   now <  expires_at  ──claim──► COMPLETED      with the stored result
     COMPLETED,   now >= expires_at  ──claim──► NEW            the TTL has passed
+    (any)        ──settle, completing──► COMPLETED(result, expires_at)
     COMPLETED / stale IN_PROGRESS ──expire──► (no record)     housekeeping only
 
 Boundaries are half-open: a lease or TTL that ends exactly at ``now`` has ended, the same
@@ -67,7 +69,7 @@ _IN_PROGRESS = Claim(ClaimState.IN_PROGRESS)
 def decide_claim(record: IdempotencyRecord | None, now: float) -> Claim:
     """What a claim at ``now`` means, given the stored ``record`` (None: no record).
 
-    On NEW the caller stores an IN_PROGRESS record with its own lease, replacing ``record``.
+    On NEW the caller's queue lease is the claim (nothing is stored for it).
     Raises ValueError for a stored NEW record, which the store never writes.
     """
     if record is None:

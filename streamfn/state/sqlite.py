@@ -7,22 +7,28 @@ Theory of operation
 (writing its pid there), opens ``path`` in WAL mode, creates or migrates the schema
 (``PRAGMA user_version``) and then, because no other process can own the store, resets
 what a crashed owner left behind: every queue lease is dropped (those events are due again
-at once) and every IN_PROGRESS idempotency claim is deleted (its owner is dead).
+at once) and every IN_PROGRESS idempotency record is deleted (written by an older
+streamfn, whose owner is dead).
 
 One ``sqlite3`` connection serves every call, owned by one dedicated thread that runs the
-calls' transactions in order, so the event loop never waits on the disk. (The thread hands
-results back with ``call_soon_threadsafe``: asyncio only, at about two thirds of the
-per-call cost of ``anyio.to_thread``.) Every method is one transaction (``BEGIN IMMEDIATE``
-for writes) and returns only after ``COMMIT``. A call cancelled through anyio waits for its
-transaction to end; one cancelled by asyncio directly stops waiting, while its transaction
-still commits or rolls back whole in the thread. Either way no write is left half done.
+calls' transactions in order, group-committed (:mod:`streamfn.state.sqlite_thread`), so
+the event loop never waits on the disk. Every method is one transaction (``BEGIN
+IMMEDIATE`` for writes) and returns only after ``COMMIT``. A call cancelled through anyio
+waits for its transaction to end; one cancelled by asyncio directly stops waiting, while
+its transaction still commits or rolls back whole in the thread. Either way no write is
+left half done. This module holds the schema, its migrations and the store's methods.
 
 Durability: ``synchronous=NORMAL`` in WAL mode makes a committed transaction survive a
 crash or SIGKILL of the process — the guarantee streamfn makes. It may lose the last
 transactions on power loss or an OS crash (the WAL is not fsynced at each commit).
 
-Errors: a busy or locked database raises RetriableStateError; any other sqlite3 error
-raises StateError, both chained to the sqlite3 exception.
+Errors: a busy or locked database (another connection holds the write lock) is waited
+out: the call is retried with backoff until the lock is free (:mod:`streamfn.state.outage`,
+logged once). Any other sqlite3 error raises StateError chained to it. A job's own error
+fails that call alone; when a statement that frames transactions fails (disk I/O error,
+disk full) or the thread itself fails, the store stops: every caller waiting or still to
+come gets a StateError naming the cause, at once, and :meth:`SqliteStore.aclose` still
+returns.
 
 Queue rows are leased by setting ``leased_until``; a row whose lease has expired is due
 again (``lease`` first returns such rows to the unleased set, inside its transaction).
@@ -30,23 +36,41 @@ again (``lease`` first returns such rows to the unleased set, inside its transac
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import os
-import queue
 import sqlite3
-import threading
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
 
+from streamfn.clock import Clock, SystemClock
 from streamfn.errors import RetriableStateError, StateError
-from streamfn.state.base import Claim, ClaimState, QueuedEvent
-from streamfn.state.claims import IdempotencyRecord, decide_claim
+from streamfn.state._rows import (
+    OUTBOX_FIELDS,
+    QUEUED_FIELDS,
+    enqueue_rows,
+    idempotency_record,
+    outbox_entries,
+    outbox_rows,
+    queued_events,
+)
+from streamfn.state.base import (
+    Claim,
+    ClaimState,
+    DroppedEvent,
+    NewEvent,
+    OutboxEntry,
+    QueuedEvent,
+    Requeue,
+    Settlement,
+)
+from streamfn.state.claims import decide_claim
+from streamfn.state.outage import OutageRetry
+from streamfn.state.sqlite_thread import SqliteThread
 
 __all__ = ["SqliteStore", "open_sqlite_store"]
 
@@ -73,13 +97,19 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             source TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
             PRIMARY KEY (source, key))""",
     ),
+    (  # 1 -> 2: lease tokens (fencing), throttle counts, the destination outbox
+        "ALTER TABLE queue ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE queue ADD COLUMN throttles INTEGER NOT NULL DEFAULT 0",
+        """CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, destination TEXT NOT NULL,
+            record BLOB NOT NULL, created_at REAL NOT NULL, visible_at REAL NOT NULL,
+            leased_until REAL, lease_token INTEGER NOT NULL DEFAULT 0,
+            attempts INTEGER NOT NULL DEFAULT 0)""",
+        "CREATE INDEX outbox_due ON outbox (visible_at, id)",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
-_QUEUED_FIELDS = (
-    "id", "function", "payload", "request_id", "idempotency_key", "idempotency_ttl",
-    "enqueued_at", "attempts", "invoke_count",
-)  # fmt: skip
 _ENQUEUE = (
     "INSERT INTO queue (function, payload, request_id, idempotency_key, idempotency_ttl,"
     " enqueued_at, visible_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -87,18 +117,59 @@ _ENQUEUE = (
 )
 _UNLEASE_EXPIRED = "UPDATE queue SET leased_until = NULL WHERE leased_until <= ?"
 _LEASE = (
-    "UPDATE queue SET leased_until = ? WHERE id IN (SELECT id FROM queue"
-    " WHERE leased_until IS NULL AND visible_at <= ? ORDER BY visible_at, id LIMIT ?)"
-    f" RETURNING {', '.join(_QUEUED_FIELDS)}, visible_at"
+    "UPDATE queue SET leased_until = ?, lease_token = lease_token + 1 WHERE id IN"
+    # In due order along queue_due, skipping other functions' events: the planner would
+    # otherwise pick the (function, key) index and sort every due event of the functions.
+    " (SELECT id FROM queue INDEXED BY queue_due"
+    " WHERE leased_until IS NULL AND visible_at <= ?{only}"
+    " ORDER BY visible_at, id LIMIT ?)"
+    f" RETURNING {', '.join(QUEUED_FIELDS)}, visible_at"
 )
-_NEXT_DUE = (
-    "SELECT (SELECT min(visible_at) FROM queue WHERE leased_until IS NULL),"
-    " (SELECT min(leased_until) FROM queue WHERE leased_until IS NOT NULL)"
+_NEXT_DUE = (  # each an ordered index walk that stops at the first event of the functions
+    "SELECT (SELECT visible_at FROM queue INDEXED BY queue_due"
+    " WHERE leased_until IS NULL{only} ORDER BY visible_at LIMIT 1),"
+    " (SELECT leased_until FROM queue INDEXED BY queue_leased"
+    " WHERE leased_until IS NOT NULL{only} ORDER BY leased_until LIMIT 1)"
 )
-_RETRY = (
-    "UPDATE queue SET visible_at = ?, leased_until = NULL, attempts = ?, invoke_count = ?"
-    " WHERE id = ?"
+_FENCE_REQUEUE = (
+    "UPDATE queue SET visible_at = ?, leased_until = NULL, attempts = ?, invoke_count = ?,"
+    " throttles = ? WHERE id = ? AND lease_token = ?"
 )
+_FENCE_DELETE = "DELETE FROM queue WHERE id = ? AND lease_token = ?"
+_BEGIN_ATTEMPT = (
+    "UPDATE queue SET attempts = ?, invoke_count = ?, leased_until = ?"
+    " WHERE id = ? AND lease_token = ?"
+)
+_ORPHANS = (
+    "DELETE FROM queue WHERE id IN (SELECT id FROM queue WHERE enqueued_at < ?"
+    " AND (leased_until IS NULL OR leased_until <= ?) AND function NOT IN ({keep}) LIMIT ?)"
+    " RETURNING function, request_id, enqueued_at"
+)
+_OUTBOX_INSERT = (
+    "INSERT INTO outbox (destination, record, created_at, visible_at) VALUES (?, ?, ?, ?)"
+)
+_OUTBOX_LEASE = (
+    "UPDATE outbox SET leased_until = ?, lease_token = lease_token + 1 WHERE id IN"
+    " (SELECT id FROM outbox WHERE visible_at <= ? AND (leased_until IS NULL"
+    " OR leased_until <= ?) ORDER BY visible_at, id LIMIT ?)"
+    f" RETURNING {', '.join(OUTBOX_FIELDS)}, visible_at"
+)
+_OUTBOX_NEXT_DUE = "SELECT min(max(visible_at, coalesce(leased_until, visible_at))) FROM outbox"
+_OUTBOX_DONE = "DELETE FROM outbox WHERE id = ? AND lease_token = ?"
+_OUTBOX_RETRY = (
+    "UPDATE outbox SET visible_at = ?, leased_until = NULL, attempts = ?"
+    " WHERE id = ? AND lease_token = ?"
+)
+
+
+def _only(functions: Collection[str] | None) -> tuple[str, tuple[str, ...]]:
+    """The ``AND function IN (...)`` clause and its parameters for a lease filter."""
+    if functions is None:
+        return "", ()
+    names = tuple(functions)
+    return f" AND function IN ({', '.join('?' * len(names))})", names
+
+
 _GET_RECORD = (
     "SELECT state, lease_until, expires_at, result FROM idempotency WHERE function = ? AND key = ?"
 )
@@ -135,108 +206,37 @@ def _translate(path: Path, op: str, exc: sqlite3.Error) -> StateError:
     return kind(f"state store {path}: {op} failed: {exc}")
 
 
-_Job = tuple[
-    asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[sqlite3.Connection], Any], bool
-]
-GROUP_COMMIT = 256  # most jobs committed together by one transaction
-
-
-def _settle(future: asyncio.Future[Any], result: object, error: BaseException | None) -> None:
-    if future.done():  # the caller was cancelled by asyncio itself; nobody waits
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
-
-
 class SqliteStore:
     """A :class:`~streamfn.state.base.StateStore` in one SQLite file. Build it with
     :func:`open_sqlite_store`; see the module docstring for how it works."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, *, clock: Clock | None = None) -> None:
         self._path = path
-        self._conn = conn
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._closed = False
-        self._thread = threading.Thread(
-            target=self._serve, name=f"streamfn-sqlite:{path.name}", daemon=True
-        )
-        self._thread.start()
+        self._outage = OutageRetry(str(path), clock=clock or SystemClock())
+        self._thread = SqliteThread(path, conn)
 
     @property
     def path(self) -> Path:
         return self._path
 
-    def _serve(self) -> None:
-        """The store thread: run jobs in order and hand back their outcomes.
-
-        Jobs that queued up while the previous transaction ran are committed together
-        (group commit): one ``BEGIN IMMEDIATE`` ... ``COMMIT``, each job inside its own
-        savepoint so a failing job rolls back alone. No job's outcome is handed back
-        before the commit that makes it durable.
-        """
-        running = True
-        while running:
-            job = self._jobs.get()
-            if job is None:
-                break
-            batch = [job]
-            while len(batch) < GROUP_COMMIT:
-                try:
-                    queued = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if queued is None:
-                    running = False
-                    break
-                batch.append(queued)
-            outcomes = self._run_batch(batch) if len(batch) > 1 else [self._run_one(job)]
-            for (loop, future, _, _), outcome in zip(batch, outcomes, strict=True):
-                with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
-                    loop.call_soon_threadsafe(_settle, future, *outcome)
-
-    def _run_one(self, job: _Job) -> tuple[object, BaseException | None]:
-        _, _, body, write = job
-        try:
-            return (_write(self._conn, body) if write else body(self._conn)), None
-        except BaseException as exc:  # handed to the awaiting task, which raises it
-            return None, exc
-
-    def _run_batch(self, batch: list[_Job]) -> list[tuple[object, BaseException | None]]:
-        conn = self._conn
-        outcomes: list[tuple[object, BaseException | None]] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            return [(None, exc)] * len(batch)
-        for _, _, body, _ in batch:
-            conn.execute("SAVEPOINT job")
-            try:
-                outcomes.append((body(conn), None))
-            except BaseException as exc:
-                conn.execute("ROLLBACK TO job")
-                outcomes.append((None, exc))
-            conn.execute("RELEASE job")
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            return [(None, exc)] * len(batch)
-        return outcomes
-
     async def _run(
         self, op: str, body: Callable[[sqlite3.Connection], _T], *, write: bool = False
     ) -> _T:
+        """Run ``body`` on the store thread (in a transaction when ``write``); every call
+        goes through here. A busy database is waited out (:class:`OutageRetry`); any other
+        failure raises StateError, and once the store has stopped every call does."""
+        return await self._outage.run(op, lambda: self._attempt(op, body, write))
+
+    async def _attempt(self, op: str, body: Callable[[sqlite3.Connection], _T], write: bool) -> _T:
+        if self._thread.stopped is not None:
+            raise self._thread.refusal(op)
         if self._closed:
             raise StateError(f"state store {self._path}: {op} after close")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[_T] = loop.create_future()
-        self._jobs.put((loop, future, body, write))
+        future = self._thread.submit(op, body, write)
         try:
             with anyio.CancelScope(shield=True):  # a queued transaction is waited for
-                result = await future
+                result: _T = await future
         except sqlite3.Error as exc:
             raise _translate(self._path, op, exc) from exc
         return result
@@ -249,16 +249,14 @@ class SqliteStore:
         return await self._write(op, lambda conn: conn.execute(sql, params).rowcount)
 
     async def aclose(self) -> None:
-        """Close the connection and stop the store thread. Idempotent; later calls raise
-        StateError."""
+        """Let queued calls finish, close the connection and stop the store thread.
+        Idempotent, and returns also after the store has stopped on an error; later calls
+        raise StateError."""
         if self._closed:
             return
-        try:
-            await self._run("close", lambda conn: conn.close())
-        finally:
-            self._closed = True
-            self._jobs.put(None)
-            await anyio.to_thread.run_sync(self._thread.join)
+        self._closed = True
+        self._thread.close()
+        await anyio.to_thread.run_sync(self._thread.join)
 
     # --- async queue -------------------------------------------------------------------
     async def enqueue(
@@ -283,82 +281,113 @@ class SqliteStore:
 
         return await self._write("enqueue", body)
 
-    async def lease(self, *, now: float, limit: int, lease_for: float) -> list[QueuedEvent]:
+    async def enqueue_many(self, events: Sequence[NewEvent], *, now: float) -> list[bool]:
+        def body(conn: sqlite3.Connection) -> list[bool]:
+            queued = []
+            for e in events:
+                row = (e.function, e.payload, e.request_id, e.idempotency_key)
+                queued.append(
+                    conn.execute(_ENQUEUE, (*row, e.idempotency_ttl, now, now)).rowcount == 1
+                )
+                if e.checkpoint is not None:
+                    conn.execute(_PUT_CHECKPOINT, e.checkpoint)
+            return queued
+
+        return await self._write("enqueue", body) if events else []
+
+    async def lease(
+        self,
+        *,
+        now: float,
+        limit: int,
+        lease_for: float,
+        functions: Collection[str] | None = None,
+    ) -> list[QueuedEvent]:
         if limit <= 0:
             return []
+        only, names = _only(functions)
+        query = _LEASE.format(only=only)
 
         def body(conn: sqlite3.Connection) -> list[Any]:
             conn.execute(_UNLEASE_EXPIRED, (now,))
-            return conn.execute(_LEASE, (now + lease_for, now, limit)).fetchall()
+            return conn.execute(query, (now + lease_for, now, *names, limit)).fetchall()
 
-        rows = await self._write("lease", body)
-        rows.sort(key=lambda row: (row[-1], row[0]))  # RETURNING order is unspecified
-        return [QueuedEvent(**dict(zip(_QUEUED_FIELDS, row, strict=False))) for row in rows]
+        return queued_events(await self._write("lease", body))
 
-    async def next_due(self) -> float | None:
-        """The earliest ``visible_at`` of an unleased event or ``leased_until`` of a leased
-        one: when ``lease`` next has something to return (None: queue empty)."""
+    async def next_due(self, *, functions: Collection[str] | None = None) -> float | None:
+        only, names = _only(functions)
+        query = _NEXT_DUE.format(only=only)
 
         def body(conn: sqlite3.Connection) -> float | None:
-            due = [t for t in conn.execute(_NEXT_DUE).fetchone() if t is not None]
+            due = [t for t in conn.execute(query, names + names).fetchone() if t is not None]
             return min(due) if due else None
 
         return await self._run("next_due", body)
 
-    async def retry_at(
-        self, event_id: int, *, visible_at: float, attempts: int, invoke_count: int
-    ) -> None:
-        """Release the event to be leased again at ``visible_at``; a no-op when the event
-        has already left the queue."""
-        await self._execute("retry_at", _RETRY, (visible_at, attempts, invoke_count, event_id))
+    async def begin_many(
+        self, attempts: Sequence[tuple[QueuedEvent, float]], *, now: float
+    ) -> list[Claim | None]:
+        def body(conn: sqlite3.Connection) -> list[Claim | None]:
+            return [_begin_in(conn, event, now, until) for event, until in attempts]
 
-    async def ack(self, event_id: int) -> None:
-        """Remove the event; a no-op when it is already gone."""
-        await self._execute("ack", "DELETE FROM queue WHERE id = ?", (event_id,))
+        return await self._write("begin", body) if attempts else []
+
+    async def settle(self, event: QueuedEvent, settlement: Settlement) -> bool:
+        [written] = await self.settle_many([(event, settlement)])
+        return written
+
+    async def settle_many(self, decisions: Sequence[tuple[QueuedEvent, Settlement]]) -> list[bool]:
+        def body(conn: sqlite3.Connection) -> list[bool]:
+            return [
+                _settle_in(conn, e.id, e.token, e.function, e.idempotency_key, settlement)
+                for e, settlement in decisions
+            ]
+
+        return await self._write("settle", body) if decisions else []
 
     async def pending(self) -> int:
         sql = "SELECT count(*) FROM queue"
         return await self._run("pending", lambda conn: int(conn.execute(sql).fetchone()[0]))
 
+    async def drop_orphans(
+        self, *, keep: Collection[str], enqueued_before: float, now: float, limit: int = 1000
+    ) -> list[DroppedEvent]:
+        names = tuple(keep)
+        query = _ORPHANS.format(keep=", ".join("?" * len(names)))
+
+        def body(conn: sqlite3.Connection) -> list[Any]:
+            return conn.execute(query, (enqueued_before, now, *names, limit)).fetchall()
+
+        rows = await self._write("drop_orphans", body)
+        return [DroppedEvent(function=f, request_id=r, enqueued_at=t) for f, r, t in rows]
+
+    # --- outbox --------------------------------------------------------------------------
+    async def lease_outbox(self, *, now: float, limit: int, lease_for: float) -> list[OutboxEntry]:
+        if limit <= 0:
+            return []
+        params = (now + lease_for, now, now, limit)
+        rows = await self._write(
+            "lease_outbox", lambda conn: conn.execute(_OUTBOX_LEASE, params).fetchall()
+        )
+        return outbox_entries(rows)
+
+    async def outbox_next_due(self) -> float | None:
+        def body(conn: sqlite3.Connection) -> float | None:
+            due = conn.execute(_OUTBOX_NEXT_DUE).fetchone()[0]
+            return None if due is None else float(due)
+
+        return await self._run("outbox_next_due", body)
+
+    async def outbox_done(self, entry_id: int, *, token: int) -> bool:
+        return await self._execute("outbox_done", _OUTBOX_DONE, (entry_id, token)) == 1
+
+    async def outbox_retry(
+        self, entry_id: int, *, token: int, visible_at: float, attempts: int
+    ) -> bool:
+        params = (visible_at, attempts, entry_id, token)
+        return await self._execute("outbox_retry", _OUTBOX_RETRY, params) == 1
+
     # --- idempotency -------------------------------------------------------------------
-    async def claim(self, *, function: str, key: str, now: float, lease_until: float) -> Claim:
-        def body(conn: sqlite3.Connection) -> Claim:
-            found = conn.execute(_GET_RECORD, (function, key)).fetchone()
-            record = None
-            if found is not None:
-                state, held_until, expires_at, result = found
-                record = IdempotencyRecord(
-                    state=ClaimState(state),
-                    lease_until=held_until,
-                    expires_at=expires_at,
-                    result=result,
-                )
-            claim = decide_claim(record, now)
-            if claim.state is ClaimState.NEW:
-                conn.execute(
-                    _UPSERT_RECORD, (function, key, "in_progress", lease_until, None, None)
-                )
-            return claim
-
-        return await self._write("claim", body)
-
-    async def release(self, *, function: str, key: str) -> None:
-        """Delete the key's IN_PROGRESS claim; a COMPLETED record is left alone."""
-        sql = "DELETE FROM idempotency WHERE function = ? AND key = ? AND state = 'in_progress'"
-        await self._execute("release", sql, (function, key))
-
-    async def finish(
-        self, event_id: int | None, *, function: str, key: str, result: bytes, expires_at: float
-    ) -> None:
-        record = (function, key, "completed", None, expires_at, result)
-
-        def body(conn: sqlite3.Connection) -> None:
-            conn.execute(_UPSERT_RECORD, record)
-            if event_id is not None:
-                conn.execute("DELETE FROM queue WHERE id = ?", (event_id,))
-
-        await self._write("finish", body)
-
     async def expire(self, *, now: float) -> int:
         """Delete COMPLETED records past ``expires_at`` and IN_PROGRESS claims past their
         lease (a claim treats either as absent); returns how many."""
@@ -397,6 +426,49 @@ class SqliteStore:
     async def delete_checkpoint(self, source: str, key: str) -> None:
         sql = "DELETE FROM checkpoints WHERE source = ? AND key = ?"
         await self._execute("delete_checkpoint", sql, (source, key))
+
+
+def _begin_in(
+    conn: sqlite3.Connection, event: QueuedEvent, now: float, lease_until: float
+) -> Claim | None:
+    """The key's claim state (no record is written: the lease is the claim); on NEW count
+    the attempt and extend the lease, fenced: None when the token is stale. A COMPLETED
+    or IN_PROGRESS answer writes nothing, so it needs no fence: the settle that follows
+    is fenced."""
+    key = (event.function, event.idempotency_key)
+    claim = decide_claim(idempotency_record(conn.execute(_GET_RECORD, key).fetchone()), now)
+    # Absolute counts, not "+ 1": a retry of a begin that did commit counts it once.
+    counted = (event.attempts + 1, event.invoke_count + 1, lease_until, event.id, event.token)
+    if claim.state is ClaimState.NEW and conn.execute(_BEGIN_ATTEMPT, counted).rowcount != 1:
+        return None
+    return claim
+
+
+def _settle_in(
+    conn: sqlite3.Connection,
+    event_id: int,
+    token: int,
+    function: str,
+    key: str,
+    s: Settlement,
+) -> bool:
+    """Write ``s`` for the leased event; False (nothing written) for a stale token."""
+    requeue: Requeue | None = s.requeue
+    if requeue is None:
+        fenced = conn.execute(_FENCE_DELETE, (event_id, token)).rowcount
+    else:
+        params = (requeue.visible_at, requeue.attempts, requeue.invoke_count, requeue.throttles)
+        fenced = conn.execute(_FENCE_REQUEUE, (*params, event_id, token)).rowcount
+    if fenced != 1:
+        return False
+    if s.complete is not None:
+        record = (function, key, "completed", None, s.complete.expires_at, s.complete.result)
+        conn.execute(_UPSERT_RECORD, record)
+    if s.records:
+        conn.executemany(_OUTBOX_INSERT, outbox_rows(s))
+    if s.enqueue:
+        conn.executemany(_ENQUEUE, enqueue_rows(s))
+    return True
 
 
 # --- opening ---------------------------------------------------------------------------
@@ -467,11 +539,15 @@ def _migrate_and_reset(conn: sqlite3.Connection) -> None:
 
 
 @contextlib.asynccontextmanager
-async def open_sqlite_store(path: Path, *, busy_timeout: float = 5.0) -> AsyncIterator[SqliteStore]:
+async def open_sqlite_store(
+    path: Path, *, busy_timeout: float = 5.0, clock: Clock | None = None
+) -> AsyncIterator[SqliteStore]:
     """Open (creating if needed) the store at ``path`` as its only owner.
 
-    ``busy_timeout`` is how long a call waits for a lock held by another connection to the
-    file (a backup or an inspecting ``sqlite3`` shell) before raising RetriableStateError.
+    ``busy_timeout`` is how long each attempt of a call waits for a lock held by another
+    connection to the file (a backup or an inspecting ``sqlite3`` shell); a call tries
+    again, with backoff waited on ``clock`` (default: the system clock), until the lock is
+    released (see :mod:`streamfn.state.outage`).
 
     Raises StateError when another process holds the store, when the file cannot be opened,
     or when its schema is newer than this version of streamfn understands. The parent
@@ -484,7 +560,7 @@ async def open_sqlite_store(path: Path, *, busy_timeout: float = 5.0) -> AsyncIt
             conn = await anyio.to_thread.run_sync(_connect, path, busy_timeout)
         except sqlite3.Error as exc:
             raise _translate(path, "open", exc) from exc
-        store = SqliteStore(path, conn)
+        store = SqliteStore(path, conn, clock=clock)
         try:
             yield store
         finally:

@@ -14,8 +14,7 @@ holds and the lane has nothing in flight:
 - it holds ``max_bytes`` of estimated event size (see :func:`record_event_bytes`), so the
   next record would not fit;
 - ``window_s`` has passed since its oldest record arrived (the Kafka rule: the window
-  starts when the first record of the batch arrives, not when the previous batch ends);
-- it holds requeued records, which were already due once.
+  starts when the first record of the batch arrives, not when the previous batch ends).
 
 A record whose estimated size alone exceeds ``max_bytes`` is never buffered: :meth:`add`
 returns it as :class:`Oversize` and the driver writes it to the failure destination with
@@ -25,11 +24,11 @@ Driver contract (the aiokafka driver, one :class:`BatchBuilder` per mapping):
 
 1. ``add(record, now)`` for each fetched record, in offset order per partition, after the
    offset tracker has tracked it and the filter has kept it.
-2. ``ready(now)`` after adds, after ``done``/``requeue``, and when ``next_deadline()``
+2. ``ready(now)`` after adds, after ``done``, and when ``next_deadline()``
    passes; each returned batch is now in flight on its lane.
 3. ``done(batch)`` once the batch is finished for good (committed, discarded, or partly
    finished and the rest discarded); the lane may then send its next batch.
-4. ``drop_partition(tp)`` on revoke. Later ``done``/``requeue`` calls for batches of the
+4. ``drop_partition(tp)`` on revoke. Later ``done`` calls for batches of the
    dropped partition are ignored, so the driver need not race its workers.
 
 ``now`` is monotonic seconds. Nothing here reads a clock, sleeps or does I/O.
@@ -41,7 +40,7 @@ import itertools
 import math
 import zlib
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import msgspec
@@ -65,7 +64,7 @@ HEADER_OVERHEAD_BYTES = 8  # {"":[]}, and a comma
 
 
 def record_event_bytes(record: StreamRecord) -> int:
-    """Estimated bytes ``record`` adds to a Kafka event (see :mod:`streamfn.events.kafka`).
+    """Estimated bytes ``record`` adds to a Kafka-shaped event (:mod:`connectors.kafka.format`).
 
     Base64 key and value, header values as signed byte numbers (at most 5 characters each:
     ``-128,``) and the fixed parts at full width. It is an upper bound unless a header name
@@ -131,7 +130,7 @@ class Oversize(msgspec.Struct, frozen=True, kw_only=True):
 class _Entry(NamedTuple):
     record: StreamRecord
     cost: int
-    arrived: float  # -inf for requeued records: due at once
+    arrived: float
 
 
 class _Lane:
@@ -155,21 +154,16 @@ class BatchBuilder:
         self._ids = itertools.count(1)
         self._count = 0
         self._bytes = 0  # records only, no envelope
-        self._per_partition: dict[TopicPartition, int] = {}
 
     @property
     def buffered_count(self) -> int:
-        """Records added (or requeued) and not yet handed out in a batch."""
+        """Records added and not yet handed out in a batch."""
         return self._count
 
     @property
     def buffered_bytes(self) -> int:
         """Estimated event bytes of the buffered records."""
         return self._bytes
-
-    def buffered_for(self, tp: TopicPartition) -> int:
-        """Buffered records of one partition: pause fetching it when this is high."""
-        return self._per_partition.get(tp, 0)
 
     def add(self, record: StreamRecord, now: float) -> Oversize | None:
         """Buffer ``record`` (its arrival time is ``now``), or return it as :class:`Oversize`."""
@@ -198,7 +192,7 @@ class BatchBuilder:
             count += 1
             total += cost
         if count:
-            self._buffered(tp, count, total)
+            self._buffered(count, total)
         return oversize
 
     def ready(self, now: float) -> list[Batch]:
@@ -216,7 +210,7 @@ class BatchBuilder:
     def next_deadline(self) -> float | None:
         """When :meth:`ready` will next have something without further input; None if never.
 
-        A value at or before ``now`` (``-inf`` after a requeue) means "call ready() now".
+        A value at or before ``now`` means "call ready() now".
         Lanes with a batch in flight are not counted: their ``done`` triggers the next look.
         """
         deadline = math.inf
@@ -238,30 +232,6 @@ class BatchBuilder:
         if not lane.buffer:
             del self._lanes[key]
 
-    def requeue(self, batch: Batch, records: Iterable[StreamRecord] | None = None) -> None:
-        """Hand ``records`` (default: all of ``batch``) back unfinished, then release the lane.
-
-        They go to the front of the lane, in their order, and are due at once. Use it when
-        a lane worker gives up a batch without finishing it (e.g. shutting down, or
-        releasing the lane during a long throttle). Offsets are untouched: the records stay
-        tracked. Retry counts are not kept: the next batch starts from attempt 0.
-        """
-        key = (batch.tp, batch.lane)
-        lane = self._lanes.get(key)
-        if lane is None or lane.in_flight != batch.id:
-            return
-        lane.in_flight = None
-        entries = [
-            _Entry(r, record_event_bytes(r), -math.inf)
-            for r in (batch.records if records is None else records)
-        ]
-        cost = sum(entry.cost for entry in entries)
-        lane.buffer.extendleft(reversed(entries))
-        lane.bytes += cost
-        self._buffered(batch.tp, len(entries), cost)
-        if not lane.buffer:
-            del self._lanes[key]
-
     def drop_partition(self, tp: TopicPartition) -> int:
         """Forget ``tp`` (revoked): its buffer is discarded, uncommitted. Returns the count."""
         dropped = 0
@@ -270,7 +240,6 @@ class BatchBuilder:
             dropped += len(lane.buffer)
             self._bytes -= lane.bytes - EVENT_OVERHEAD_BYTES
         self._count -= dropped
-        self._per_partition.pop(tp, None)
         return dropped
 
     def _lane(self, key: _LaneKey) -> _Lane:
@@ -279,14 +248,9 @@ class BatchBuilder:
             lane = self._lanes[key] = _Lane()
         return lane
 
-    def _buffered(self, tp: TopicPartition, count: int, cost: int) -> None:
+    def _buffered(self, count: int, cost: int) -> None:
         self._count += count
         self._bytes += cost
-        left = self._per_partition.get(tp, 0) + count
-        if left:
-            self._per_partition[tp] = left
-        else:
-            self._per_partition.pop(tp, None)
 
     def _cut(self, key: _LaneKey, lane: _Lane) -> Batch:
         limit, budget = self.policy.batch_size, self.policy.max_bytes
@@ -298,7 +262,7 @@ class BatchBuilder:
             records.append(entry.record)
             size += entry.cost
         lane.bytes -= size - EVENT_OVERHEAD_BYTES
-        self._buffered(key[0], -len(records), EVENT_OVERHEAD_BYTES - size)
+        self._buffered(-len(records), EVENT_OVERHEAD_BYTES - size)
         batch = Batch(
             id=next(self._ids), tp=key[0], lane=key[1], records=tuple(records), payload_bytes=size
         )

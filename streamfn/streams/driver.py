@@ -3,27 +3,23 @@
 Theory of operation. One :class:`StreamMapping` owns one :class:`~streamfn.streams.contract.
 StreamSource` and the pure mapper objects, and runs three kinds of task in one task group:
 
-- the **fetch loop** asks the source for records, waiting at most until the next batching
-  deadline. Each record is *tracked* by the partition's offset tracker, matched against the
-  filters (a filtered record is finished at once), and added to the batch builder; then the
-  due batches are cut and started. Nothing awaits between a fetch returning and its records
-  being tracked, so a rebalance never sees half a fetch.
+- the **fetch loop** asks the flow control (:mod:`streamfn.streams.flow`) what to fetch,
+  and asks the source for records, waiting at most until the next batching deadline. Each
+  record is *tracked* by the partition's offset tracker, matched against the filters (over
+  the format's view of it; a filtered record is finished at once), and added to the batch
+  builder; then the due batches are cut and started. Nothing awaits between a fetch
+  returning and its records being tracked, so a rebalance never sees half a fetch.
 - one **batch task** per batch in flight (:mod:`streamfn.streams.runner`): at most
   ``parallelization_factor`` per partition, as each lane has at most one batch in flight.
   When it ends it frees its lane and starts whatever became due.
-- the **commit loop** commits, every ``commit_interval``, each partition's watermark: the
-  lowest offset not finished, so a commit never passes an in-flight, failing or buffered
-  record and a crash redelivers from there.
+- the **commit loop** commits, when the commit policy (:mod:`streamfn.streams.commit`)
+  says so, each partition's watermark: the lowest offset not finished, so a commit never
+  passes an in-flight, failing or buffered record and a crash redelivers from there.
 
-Backpressure: a partition that holds ``max_pending`` unfinished records (fetched, buffered,
-in flight or retrying) is *held*: fetches leave it out, and what the client prefetched for it
-waits there (one fetch response at most). When every partition is held, or the buffered and
-in-flight records pass ``max_pending_bytes``, the loop stops fetching until a batch ends; if
-that stall lasts ``pause_after`` seconds the partitions are *paused* at the source and
-fetching resumes, which keeps a Kafka consumer polling (and in its group) without taking
-records. (Pausing is kept for long stalls because it drops the client's prefetched data.)
-So memory is bounded by those budgets plus one fetch, however slow the function is, and a
-partition stuck on a failing record stops only itself.
+Backpressure is decided by :class:`~streamfn.streams.flow.FlowState` (hold a partition at
+``max_pending``, stall over ``max_pending_bytes``, pause after ``pause_after``, resume);
+this module only applies its decisions: fetch the partitions it names, wait while it
+stalls, pause and resume at the source, cut a narrowed fetch short when it says ``widen``.
 
 Rebalance (:meth:`revoked`, awaited by the source inside its group protocol): the
 partitions stop taking batches and drop their buffered records; in-flight batches may finish
@@ -35,23 +31,35 @@ the mapping (:meth:`stop`) is the same for every partition, bounded by ``drain_t
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import anyio
 from anyio.abc import TaskGroup
 
 from streamfn.clock import Clock
-from streamfn.errors import SourceError
+from streamfn.errors import ConfigError, SourceError
 from streamfn.filtering import compile_filters
-from streamfn.invoke.destinations import DestinationWriter
+from streamfn.invoke.destinations import (
+    Destination,
+    DestinationWriter,
+    DirDestination,
+    FunctionDestination,
+)
 from streamfn.streams.batching import Batch, BatchBuilder, Oversize
-from streamfn.streams.contract import StreamPosition, StreamSource
+from streamfn.streams.contract import (
+    StreamContext,
+    StreamDestination,
+    StreamFormat,
+    StreamPosition,
+    StreamSource,
+)
+from streamfn.streams.flow import Stall
 from streamfn.streams.offsets import OffsetTracker, PartitionOffsets
-from streamfn.streams.policy import StreamMappingPolicy, StreamStatistics, filter_view
+from streamfn.streams.policy import StreamMappingPolicy, StreamStatistics
 from streamfn.streams.runner import BatchRunner, Counters, InvokeFn, wait_event
 from streamfn.types import StreamRecord, TopicPartition
 
-__all__ = ["StreamMapping", "StreamMappingPolicy", "StreamStatistics", "filter_view"]
+__all__ = ["StreamMapping", "StreamMappingPolicy", "StreamStatistics"]
 
 CLOSE_TIMEOUT = 10.0
 """Seconds closing the source may take (leaving the group), even when the mapping is
@@ -85,6 +93,7 @@ class StreamMapping:
         name: str,
         policy: StreamMappingPolicy,
         source: StreamSource,
+        format: StreamFormat,
         invoke: InvokeFn,
         destinations: DestinationWriter | None,
         function_arn: str,
@@ -96,31 +105,27 @@ class StreamMapping:
         self._source = source
         self._clock = clock
         self._log = log or logging.getLogger(f"streamfn.source.{name}")
-        self._matches = compile_filters(policy.filters)
+        self._keep = _keeper(policy, format)
         self._builder = BatchBuilder(policy.batch)
         self._tracker = OffsetTracker()
+        self._flow = policy.flow.state()
         self._partitions: dict[TopicPartition, _Partition] = {}
-        self._held: set[TopicPartition] = set()  # left out of fetches
-        self._stalled = False  # nothing may be fetched now
-        self._unstalled = anyio.Event()
-        self._paused: set[TopicPartition] = set()  # paused at the source
-        self._in_flight = 0
-        self._in_flight_bytes = 0
         self._counters = Counters()
         self._runner = BatchRunner(
             function=policy.function,
             function_arn=function_arn,
             retry=policy.retry,
             on_failure=policy.on_failure,
+            format=format,
             invoke=invoke,
             destinations=destinations,
-            produce=source.produce,
-            bootstrap_servers=source.bootstrap_servers,
+            sink=_sink(name, source, policy.on_failure),
             clock=clock,
             counters=self._counters,
             log=self._log,
             destination_retry=policy.destination_retry,
         )
+        self._unstalled = anyio.Event()  # set when the flow control lets fetching go on
         self._fetching = anyio.CancelScope()
         self._narrow_fetch: anyio.CancelScope | None = None
         self._commit_lock = anyio.Lock()
@@ -144,7 +149,7 @@ class StreamMapping:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 with self._fetching:
-                    await self._source.open(self)
+                    await self._source.open(self, self._context())
                     self.started.set()
                     tg.start_soon(self._commit_loop)
                     await self._fetch_loop()
@@ -154,6 +159,14 @@ class StreamMapping:
         finally:
             with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
                 await self._source.aclose()
+
+    def _context(self) -> StreamContext:
+        return StreamContext(
+            name=self.name,
+            clock=self._clock,
+            log=self._log,
+            revoke_timeout=self.policy.revoke_timeout,
+        )
 
     def stop(self) -> None:
         """Stop fetching; :meth:`run` then drains, commits and returns."""
@@ -178,9 +191,9 @@ class StreamMapping:
             retries=c.retries,
             throttles=c.throttles,
             destination_errors=c.destination_errors,
-            in_flight_batches=self._in_flight,
+            in_flight_batches=self._flow.in_flight,
             buffered_records=self._builder.buffered_count,
-            paused_partitions=tuple(sorted(str(tp) for tp in self._held | self._paused)),
+            paused_partitions=tuple(sorted(str(tp) for tp in self._flow.held | self._flow.paused)),
             committed=committed,
             offset_lag=lag,
         )
@@ -212,34 +225,27 @@ class StreamMapping:
     # -- fetching and dispatching -------------------------------------------------------------
 
     async def _fetch_loop(self) -> None:
-        policy, clock = self.policy, self._clock
-        stalled_since: float | None = None
+        policy, clock, flow = self.policy, self._clock, self._flow
         while True:
             wait = policy.fetch_wait
             deadline = self._builder.next_deadline()
             if deadline is not None:
                 wait = max(0.0, min(wait, deadline - clock.monotonic()))
-            if self._stalled:
-                now = clock.monotonic()
-                stalled_since = now if stalled_since is None else stalled_since
-                if now - stalled_since < policy.pause_after:
-                    # Nothing may be fetched: wait for a batch to end (or a deadline).
-                    self._unstalled = anyio.Event()
-                    await wait_event(clock, self._unstalled, min(wait, policy.pause_after))
-                    self._progress()
-                    continue
-                self._pause_all()  # a long stall: keep polling, to stay in the group
-            else:
-                stalled_since = None
-            held = self._held
-            only = None  # every partition: none is held, or all are paused at the source
-            if held and not self._paused:
-                only = [tp for tp in self._partitions if tp not in held]
+            now = clock.monotonic()
+            plan = flow.next_fetch(now, self._partitions)
+            if isinstance(plan, Stall):
+                # Nothing may be fetched: wait for a batch to end (or a deadline).
+                self._unstalled = anyio.Event()
+                await wait_event(clock, self._unstalled, min(wait, plan.until - now))
+                self._progress()
+                continue
+            if plan.pause:
+                self._source.pause(plan.pause)
             # A fetch that leaves held partitions out is cut short when one may flow again.
             with anyio.CancelScope() as self._narrow_fetch:
-                if only is None:
+                if plan.only is None:
                     self._narrow_fetch = None
-                fetched = await self._source.fetch(wait, policy.fetch_max_records, only)
+                fetched = await self._source.fetch(wait, policy.fetch_max_records, plan.only)
                 self._accept(fetched)
             self._narrow_fetch = None
             self._progress()
@@ -248,7 +254,7 @@ class StreamMapping:
         if not fetched:
             return
         now = self._clock.monotonic()
-        matches, counters = self._matches, self._counters
+        keep, counters = self._keep, self._counters
         for tp, records in fetched.items():
             part = self._partitions.get(tp)
             if part is None:
@@ -262,8 +268,8 @@ class StreamMapping:
                 records = records[skipped:]
             counters.received += len(records)
             accepted: Sequence[StreamRecord] = records
-            if matches is not None:
-                accepted = [r for r in records if matches(filter_view(r))]
+            if keep is not None:
+                accepted = [r for r in records if keep(r)]
                 if len(accepted) < len(records):
                     kept = {r.offset for r in accepted}
                     offsets.finish_many([r.offset for r in records if r.offset not in kept])
@@ -272,45 +278,35 @@ class StreamMapping:
                 self._start(part, None, oversize)
 
     def _progress(self) -> None:
-        """Start every batch that is due, and hold or release partitions to fit the budgets
-        (see the module docstring)."""
+        """Start every batch that is due, and apply the flow control's decisions."""
         for batch in self._builder.ready(self._clock.monotonic()):
             self._start(self._partitions[batch.tp], batch, None)
-        policy, partitions = self.policy, self._partitions
-        limit = policy.max_pending
-        held = {tp for tp, part in partitions.items() if part.offsets.pending >= limit}
-        if self._narrow_fetch is not None and not held >= self._held:
+        pending = {tp: part.offsets.pending for tp, part in self._partitions.items()}
+        change = self._flow.update(pending, self._builder.buffered_bytes)
+        if change.widen and self._narrow_fetch is not None:
             self._narrow_fetch.cancel()
-        self._held = held
-        self._stalled = bool(partitions) and (
-            len(held) == len(partitions)
-            or self._builder.buffered_bytes + self._in_flight_bytes >= policy.max_pending_bytes
-        )
-        if not self._stalled:
+        if change.resume:
+            self._source.resume(change.resume)
+        if not change.stalled:
             self._unstalled.set()
-            if self._paused:
-                self._source.resume(list(self._paused))
-                self._paused.clear()
-
-    def _pause_all(self) -> None:
-        pause = [tp for tp in self._partitions if tp not in self._paused]
-        if pause:
-            self._source.pause(pause)
-            self._paused.update(pause)
 
     def _start(self, part: _Partition, batch: Batch | None, oversize: Oversize | None) -> None:
         assert self._tg is not None
         part.tasks += 1
         if part.tasks == 1:
             part.idle = anyio.Event()
-        self._tg.start_soon(self._run_batch, part, batch, oversize)
+        # Charged now, before the task runs, so the next look at the budget sees it. An
+        # oversize record is charged too: it stays in memory until its failure record is
+        # written, which may take long when the destination is down.
+        cost = batch.payload_bytes if batch is not None else 0
+        if oversize is not None:
+            cost = oversize.payload_bytes
+        self._flow.started(cost)
+        self._tg.start_soon(self._run_batch, part, batch, oversize, cost)
 
     async def _run_batch(
-        self, part: _Partition, batch: Batch | None, oversize: Oversize | None
+        self, part: _Partition, batch: Batch | None, oversize: Oversize | None, cost: int
     ) -> None:
-        cost = batch.payload_bytes if batch is not None else 0
-        self._in_flight += 1
-        self._in_flight_bytes += cost
         try:
             with anyio.CancelScope() as scope:
                 part.scopes.add(scope)
@@ -320,8 +316,7 @@ class StreamMapping:
                     await self._runner.run_oversize(oversize, part.offsets, part.revoked)
         finally:
             part.scopes.discard(scope)
-            self._in_flight -= 1
-            self._in_flight_bytes -= cost
+            self._flow.ended(cost)
             part.tasks -= 1
             if part.tasks == 0:
                 part.idle.set()
@@ -338,24 +333,32 @@ class StreamMapping:
     # -- committing and releasing -------------------------------------------------------------
 
     async def _commit_loop(self) -> None:
+        clock = self._clock
+        cadence = self.policy.commit.state(clock.monotonic())
         while True:
-            await self._clock.sleep(self.policy.commit_interval)
-            await self._commit()
+            now = clock.monotonic()
+            await clock.sleep(cadence.next_check(now) - now)
+            now = clock.monotonic()
+            if cadence.should_commit(now, self._tracker.to_commit()) and await self._commit():
+                cadence.did_commit(now)
 
-    async def _commit(self, only: Collection[TopicPartition] | None = None) -> None:
+    async def _commit(self, only: Collection[TopicPartition] | None = None) -> bool:
+        """Commit the watermarks that moved (of ``only``, if given); False if the source
+        failed the commit (logged: the records are redelivered to the next owner)."""
         async with self._commit_lock:
             offsets = self._tracker.to_commit()
             if only is not None:
                 offsets = {tp: offset for tp, offset in offsets.items() if tp in only}
             if not offsets:
-                return
+                return True
             try:
                 await self._source.commit(offsets)
             except SourceError as exc:
                 self._log.warning("commit failed (%s); unfinished records are redelivered", exc)
-                return
+                return False
             self._tracker.committed(offsets)
             self._log.debug("committed %s", _describe(offsets))
+            return True
 
     async def _release(
         self, partitions: Collection[TopicPartition], *, drain_s: float, why: str
@@ -384,8 +387,7 @@ class StreamMapping:
             for part in parts:
                 self._tracker.revoke(part.tp)
                 self._partitions.pop(part.tp, None)
-                self._paused.discard(part.tp)
-                self._held.discard(part.tp)
+            self._flow.forget([part.tp for part in parts])
             self._log.info(
                 "%s: released %s",
                 why,
@@ -394,7 +396,36 @@ class StreamMapping:
 
     @property
     def _revoke_timeout(self) -> float:
-        return self.policy.function_timeout + self.policy.revoke_grace
+        return self.policy.revoke_timeout
+
+
+def _keeper(
+    policy: StreamMappingPolicy, format: StreamFormat
+) -> Callable[[StreamRecord], bool] | None:
+    """Whether a record passes the mapping's filters (over the format's view of it); None
+    when there are no filters."""
+    matches = compile_filters(policy.filters)
+    if matches is None:
+        return None
+    view = format.filter_view
+    return lambda record: matches(view(record))
+
+
+def _sink(
+    name: str, source: StreamSource, target: Destination | None
+) -> StreamDestination | None:
+    """The source's own writer of ``target``; None when the destination writer delivers it.
+    Raises ConfigError for a scheme neither writes."""
+    if target is None:
+        return None
+    sink = source.destination(target)
+    if sink is None and not isinstance(target, DirDestination | FunctionDestination):
+        raise ConfigError(
+            f"{target.scheme}: destinations are not written by this source; "
+            "use dir:PATH or function:NAME",
+            path=f"{name}.on_failure",
+        )
+    return sink
 
 
 def _sole(group: BaseExceptionGroup[BaseException]) -> BaseException:

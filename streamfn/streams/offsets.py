@@ -18,18 +18,17 @@ driver bounds by pausing partitions.
 Redelivery flow chosen with :mod:`streamfn.streams.batching` and
 :mod:`streamfn.streams.retry`: a batch that fails, partly or wholly, stays in the driver's
 hands and is re-invoked from memory; its records stay pending here and are never tracked
-twice. :meth:`PartitionOffsets.reset` exists for seeks (assignment at a new position, or
-a driver that chooses to re-fetch): it forgets everything pending.
+twice. Records fetched again after a seek are skipped by ``track_many``.
 
-Driver contract: ``track`` each fetched record in offset order; ``finish`` records as they
-end; after finishing, ``to_commit()`` gives the partitions whose watermark advanced past
-the last commit; commit those, then report them with ``committed``.
+Driver contract: ``assign`` each partition and keep the :class:`PartitionOffsets` it
+returns; ``track_many`` each fetch of it in offset order; ``finish_many`` records as they
+end; ``to_commit()`` gives the partitions whose watermark advanced past the last commit;
+commit those, then report them with ``committed``.
 
-Late results: :meth:`OffsetTracker.finish` ignores records of partitions that are not
-assigned. If a partition can be revoked and assigned again while a batch of it is still in
-flight, finish that batch on the :class:`PartitionOffsets` captured when the batch was cut
-(``tracker.partition(tp)``): ``revoke`` and ``assign`` detach the old object, so finishing
-on it changes nothing the new assignment commits.
+Late results: if a partition is revoked and assigned again while a batch of it is still in
+flight, that batch finishes on the :class:`PartitionOffsets` captured when it was cut:
+``revoke`` and ``assign`` detach the old object, so finishing on it changes nothing the new
+assignment commits.
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 
-from streamfn.types import StreamRecord, TopicPartition
+from streamfn.types import TopicPartition
 
 
 class PartitionOffsets:
@@ -117,12 +116,6 @@ class PartitionOffsets:
         if self._last_committed is None or offset > self._last_committed:
             self._last_committed = offset
 
-    def reset(self, position: int) -> None:
-        """Fetching restarts at ``position`` (a seek): forget every pending offset."""
-        self._order.clear()
-        self._open.clear()
-        self._next = position
-
 
 class OffsetTracker:
     """:class:`PartitionOffsets` for every assigned partition of one consumer."""
@@ -140,36 +133,6 @@ class OffsetTracker:
     def revoke(self, tp: TopicPartition) -> None:
         """Stop tracking ``tp``: nothing more is committed for it."""
         self._partitions.pop(tp, None)
-
-    def partition(self, tp: TopicPartition) -> PartitionOffsets | None:
-        return self._partitions.get(tp)
-
-    def track(self, record: StreamRecord) -> None:
-        """``record`` was fetched. A partition not assigned yet is assigned implicitly."""
-        tp = TopicPartition(record.topic, record.partition)
-        offsets = self._partitions.get(tp)
-        if offsets is None:
-            offsets = self.assign(tp)
-        offsets.track(record.offset)
-
-    def finish(self, records: Iterable[StreamRecord]) -> None:
-        """``records`` are done. Records of revoked partitions are ignored."""
-        for record in records:
-            offsets = self._partitions.get(TopicPartition(record.topic, record.partition))
-            if offsets is not None:
-                offsets.finish(record.offset)
-
-    def reset(self, tp: TopicPartition, position: int) -> None:
-        """The driver seeked ``tp`` to ``position``; see :meth:`PartitionOffsets.reset`."""
-        offsets = self._partitions.get(tp)
-        if offsets is None:
-            self.assign(tp, position)
-        else:
-            offsets.reset(position)
-
-    def pending(self) -> int:
-        """Tracked and unfinished records over all partitions."""
-        return sum(offsets.pending for offsets in self._partitions.values())
 
     def to_commit(self) -> dict[TopicPartition, int]:
         """Partitions whose watermark moved past their last commit, with the offset to commit."""

@@ -3,8 +3,8 @@
 :class:`StreamMappingPolicy` is built once from a source's config
 (:class:`~streamfn.streams.contract.StreamSourceConfig`): AWS's settings as the pure
 mapper's policies, plus the driver's own budgets. :class:`StreamStatistics` is the frozen snapshot
-:meth:`~streamfn.streams.driver.StreamMapping.statistics` returns. :func:`filter_view` is the
-one place that decides how a Kafka record is matched against the mapping's filters.
+:meth:`~streamfn.streams.driver.StreamMapping.statistics` returns. What filters see of a
+record is the connector's business (:meth:`~streamfn.streams.contract.StreamFormat.filter_view`).
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import msgspec
 
 from streamfn.invoke.destinations import Destination, parse_destination
 from streamfn.streams.batching import BatchPolicy
+from streamfn.streams.commit import CommitPolicy
 from streamfn.streams.contract import StreamSourceConfig
+from streamfn.streams.flow import FlowPolicy
 from streamfn.streams.retry import StreamRetryPolicy
-from streamfn.types import StreamRecord
 
 
 class StreamMappingPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -38,6 +39,24 @@ class StreamMappingPolicy(msgspec.Struct, frozen=True, kw_only=True):
     max_pending_bytes: int = 64 * 1024 * 1024  # buffered and in flight, all partitions
     pause_after: float = 30.0  # a stall this long pauses the partitions at the source
     destination_retry: float = 5.0
+
+    @property
+    def flow(self) -> FlowPolicy:
+        return FlowPolicy(
+            max_pending=self.max_pending,
+            max_pending_bytes=self.max_pending_bytes,
+            pause_after=self.pause_after,
+        )
+
+    @property
+    def commit(self) -> CommitPolicy:
+        return CommitPolicy(interval_s=self.commit_interval)
+
+    @property
+    def revoke_timeout(self) -> float:
+        """Seconds a revoke may drain in-flight batches: the function timeout plus a grace
+        period (a stream source's group protocol must allow at least this long)."""
+        return self.function_timeout + self.revoke_grace
 
     @classmethod
     def from_config(
@@ -85,35 +104,3 @@ class StreamStatistics(msgspec.Struct, frozen=True, kw_only=True):
     paused_partitions: tuple[str, ...]  # not being fetched: over their budget
     committed: dict[str, int]  # "topic-partition" -> last committed offset
     offset_lag: dict[str, int]  # "topic-partition" -> end offset - watermark (OffsetLag)
-
-
-def filter_view(record: StreamRecord) -> dict[str, object]:
-    """What filters see of a Kafka record, as Lambda matches it: the metadata fields by
-    name, and ``key`` / ``value`` decoded from UTF-8 JSON; one that is not JSON is left out,
-    so a pattern on it does not match (a tombstone's value is null)."""
-    view: dict[str, object] = {
-        "topic": record.topic,
-        "partition": record.partition,
-        "offset": record.offset,
-        "timestamp": record.timestamp_ms,
-        "timestampType": record.timestamp_type.value,
-        "headers": [{name: memoryview(v).cast("b").tolist()} for name, v in record.headers],
-    }
-    if record.key is not None and (key := _json(record.key)) is not _NOT_JSON:
-        view["key"] = key
-    if record.value is None:
-        view["value"] = None
-    elif (value := _json(record.value)) is not _NOT_JSON:
-        view["value"] = value
-    return view
-
-
-_NOT_JSON = object()
-_decode_json = msgspec.json.Decoder().decode
-
-
-def _json(data: bytes) -> object:
-    try:
-        return _decode_json(data)
-    except ValueError:  # msgspec.DecodeError, UnicodeDecodeError
-        return _NOT_JSON

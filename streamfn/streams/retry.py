@@ -28,8 +28,12 @@ charged: they grow ``throttles``, which only paces their own backoff, and are re
 until the records exceed ``maximum_record_age_s``. Bisect halves and the remainder of a
 partial response inherit the counts of the item they came from, so splitting never resets
 or charges retries. ``invocations`` counts the times these records reached the function,
-ancestors included. Delays are ``min(backoff_cap_s, backoff_base_s * 2**n)`` for the n-th
-retry (or throttle), without jitter: each partition retries alone.
+ancestors included. Delays are :func:`streamfn.backoff.exponential` (``min(backoff_cap_s,
+backoff_base_s * 2**n)``) for the n-th retry (or throttle), without jitter: each partition
+retries alone.
+
+Partial batch responses are read by the stream's format (``parse``, passed to ``decide``):
+this module knows no wire format.
 
 Record age is ``now_ms`` minus the oldest record timestamp of the item (records without a
 timestamp, -1, do not count). A failed item that is too old is discarded at once rather
@@ -42,11 +46,17 @@ AWS also caps infinite retries at 10 when an on-failure destination is configure
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+
 import msgspec
 
+from streamfn.backoff import exponential
 from streamfn.errors import ConfigError
-from streamfn.events.kafka import parse_batch_item_failures
 from streamfn.types import InvocationResult, Outcome, StreamRecord, TopicPartition
+
+PartialResponseParser = Callable[[bytes, Sequence[StreamRecord]], Mapping[TopicPartition, int]]
+"""The format's reading of a partial batch response
+(:meth:`~streamfn.streams.contract.StreamFormat.batch_item_failures`)."""
 
 RETRY_ATTEMPTS_EXHAUSTED = "RetryAttemptsExhausted"
 RECORD_AGE_EXCEEDED = "RecordAgeExceeded"
@@ -132,8 +142,18 @@ class StreamRetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
             )
         return None
 
-    def decide(self, item: RetryItem, result: InvocationResult, now_ms: int) -> Decision:
-        """After invoking ``item``'s records with ``result``: what the lane worker does next."""
+    def decide(
+        self,
+        item: RetryItem,
+        result: InvocationResult,
+        now_ms: int,
+        *,
+        parse: PartialResponseParser | None = None,
+    ) -> Decision:
+        """After invoking ``item``'s records with ``result``: what the lane worker does next.
+
+        ``parse`` reads a successful result's partial batch response; it is required when
+        ``report_batch_item_failures`` is on (the stream's format provides it)."""
         if result.outcome is Outcome.THROTTLED:
             if (discard := self.check_age(item, now_ms)) is not None:
                 return discard
@@ -147,8 +167,10 @@ class StreamRetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
         if result.outcome is Outcome.SUCCESS:
             if not self.report_batch_item_failures:
                 return Commit(records=item.records)
+            if parse is None:
+                raise TypeError("report_batch_item_failures needs the format's parser")
             try:
-                lowest = parse_batch_item_failures(result.payload, item.records)
+                lowest = dict(parse(result.payload, item.records))
             except ValueError as exc:
                 return self._function_error(ran, now_ms, f"invalid partial batch response: {exc}")
             if not lowest:
@@ -209,7 +231,7 @@ class StreamRetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
         )
 
     def _backoff(self, n: int) -> float:
-        return min(self.backoff_cap_s, self.backoff_base_s * 2.0 ** min(n, 64))
+        return exponential(n, base=self.backoff_base_s, cap=self.backoff_cap_s)
 
     def _too_old(self, item: RetryItem, now_ms: int) -> bool:
         if self.maximum_record_age_s == -1:

@@ -8,8 +8,14 @@ describes and acts on each decision:
 
 - records that succeeded are *finished* on the partition's offset tracker;
 - a retry waits its backoff on the clock, a bisect pushes both halves (left first);
-- a discard writes the failure record (AWS's on-failure shape, or one message per record for
-  ``kafka://``) and then finishes the records, so the partition continues past them.
+- a discard writes the failure record and then finishes the records, so the partition
+  continues past them. A destination the source writes itself (Kafka's ``kafka://``) gets
+  the records and the :class:`~streamfn.streams.contract.Failure`; any other is handed the
+  format's failure record through the engine's destination writer.
+
+The event, the reading of a partial response and the failure record come from the
+connector's :class:`~streamfn.streams.contract.StreamFormat`: nothing here knows a wire
+format.
 
 Only this lane waits; other lanes and partitions keep flowing. A destination that cannot be
 written is retried every ``destination_retry`` seconds: its records are not finished before
@@ -30,14 +36,14 @@ import msgspec
 
 from streamfn.clock import Clock
 from streamfn.errors import StreamfnError
-from streamfn.events.kafka import kafka_event, kafka_failure_record, kafka_topic_failure_records
 from streamfn.invoke.destinations import (
     Destination,
     DestinationWriter,
     DirDestination,
-    KafkaDestination,
+    FunctionDestination,
 )
 from streamfn.streams.batching import Batch, Oversize
+from streamfn.streams.contract import Failure, StreamDestination, StreamFormat
 from streamfn.streams.offsets import PartitionOffsets
 from streamfn.streams.retry import (
     Bisect,
@@ -53,7 +59,6 @@ from streamfn.types import InvocationRequest, InvocationResult, StreamRecord
 PAYLOAD_SIZE_EXCEEDED = "MaximumPayloadSizeExceeded"
 
 InvokeFn = Callable[[InvocationRequest], Awaitable[InvocationResult]]
-ProduceFn = Callable[[str, bytes | None, bytes], Awaitable[None]]
 
 
 @dataclass
@@ -101,10 +106,10 @@ class BatchRunner:
         function_arn: str,
         retry: StreamRetryPolicy,
         on_failure: Destination | None,
+        format: StreamFormat,
         invoke: InvokeFn,
         destinations: DestinationWriter | None,
-        produce: ProduceFn,
-        bootstrap_servers: str,
+        sink: StreamDestination | None,
         clock: Clock,
         counters: Counters,
         log: logging.Logger,
@@ -116,15 +121,18 @@ class BatchRunner:
         self._on_failure = on_failure
         self._invoke = invoke
         self._destinations = destinations
-        self._produce = produce
-        self._servers = bootstrap_servers
+        self._format = format
+        self._sink = sink  # the source writes on_failure itself
         self._clock = clock
         self._counters = counters
         self._log = log
         self._destination_retry = destination_retry
 
     async def run(self, batch: Batch, offsets: PartitionOffsets, revoked: anyio.Event) -> None:
-        """Run ``batch`` until every record is finished, or until ``revoked`` is set."""
+        """Run ``batch`` until every record is finished, or until ``revoked`` is set.
+
+        Raises a non-retriable StreamfnError of the failure destination; cancellation
+        leaves the unfinished records unfinished (they are redelivered)."""
         stack = [RetryItem(records=batch.records)]
         where = f"{batch.tp} lane {batch.lane}"
         while stack:
@@ -143,7 +151,9 @@ class BatchRunner:
                     stack.pop()
                 continue
             result = await self._call(item.records)
-            decision = self._retry.decide(item, result, self._now_ms())
+            decision = self._retry.decide(
+                item, result, self._now_ms(), parse=self._format.batch_item_failures
+            )
             if isinstance(decision, Partial):
                 self._finish(offsets, decision.finished)
                 self._counters.delivered += len(decision.finished)
@@ -185,7 +195,7 @@ class BatchRunner:
     async def _call(self, records: Sequence[StreamRecord]) -> InvocationResult:
         request = InvocationRequest(
             function=self._function,
-            payload=kafka_event(records, self._servers),
+            payload=self._format.batch_event(records),
             request_id=str(uuid.uuid4()),
         )
         self._counters.batches += 1
@@ -208,7 +218,7 @@ class BatchRunner:
             where,
             _span(records),
             discard.reason,
-            f"recording them in {_uri(target)}"
+            f"recording them in {self._uri(target)}"
             if target is not None
             else "discarding them (no on_failure destination is configured)",
         )
@@ -223,7 +233,7 @@ class BatchRunner:
                 self._log.warning(
                     "%s: cannot write to %s (%s); trying again in %gs",
                     where,
-                    _uri(target),
+                    self._uri(target),
                     exc,
                     self._destination_retry,
                 )
@@ -237,35 +247,19 @@ class BatchRunner:
         self, target: Destination, discard: Discard, result: InvocationResult | None
     ) -> None:
         records = discard.item.records
-        request_id = result.request_id if result is not None else str(uuid.uuid4())
-        if isinstance(target, KafkaDestination):
-            messages = kafka_topic_failure_records(
-                records=records,
-                condition=discard.condition,
-                request_id=request_id,
-                function_arn=self._arn,
-                approximate_invoke_count=discard.item.invocations,
-                result=result,
-                bootstrap_servers=self._servers,
-                now_ms=self._now_ms(),
-            )
-            for record, message in zip(records, messages, strict=True):
-                await self._produce(target.topic, record.key, msgspec.json.encode(message))
-            return
-        assert self._destinations is not None, "dir: and function: need a DestinationWriter"
-        # dir: stands in for S3, where AWS includes the records themselves; so does function:.
-        failure = kafka_failure_record(
-            records=records,
+        failure = Failure(
             condition=discard.condition,
-            request_id=request_id,
+            request_id=result.request_id if result is not None else str(uuid.uuid4()),
             function_arn=self._arn,
             approximate_invoke_count=discard.item.invocations,
             result=result,
-            bootstrap_servers=self._servers,
             now_ms=self._now_ms(),
-            include_payload=True,
         )
-        await self._destinations.deliver(target, failure)
+        if self._sink is not None:
+            await self._sink.write(records, failure)
+            return
+        assert self._destinations is not None, "dir: and function: need a DestinationWriter"
+        await self._destinations.deliver(target, self._format.failure_record(records, failure))
 
     def _split_expired(self, item: RetryItem, now_ms: int) -> tuple[RetryItem, RetryItem]:
         """``item``'s records past maximum_record_age (as ``check_age`` at ``now_ms`` found),
@@ -285,16 +279,19 @@ class BatchRunner:
     def _now_ms(self) -> int:
         return int(self._clock.time() * 1000)
 
+    def _uri(self, destination: Destination) -> str:
+        if self._sink is not None:
+            return self._sink.uri
+        if isinstance(destination, DirDestination):
+            return f"dir:{destination.path}"
+        if isinstance(destination, FunctionDestination):
+            qualifier = f":{destination.qualifier}" if destination.qualifier else ""
+            return f"function:{destination.function}{qualifier}"
+        return destination.scheme
+
 
 def _span(records: Sequence[StreamRecord]) -> str:
     if len(records) == 1:
         return f"offset {records[0].offset}"
     return f"offsets {records[0].offset}..{records[-1].offset} ({len(records)} records)"
 
-
-def _uri(destination: Destination) -> str:
-    if isinstance(destination, KafkaDestination):
-        return f"kafka://{destination.topic}"
-    if isinstance(destination, DirDestination):
-        return f"dir:{destination.path}"
-    return f"function:{destination.function}"

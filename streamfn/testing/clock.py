@@ -13,7 +13,8 @@ __all__ = ["FakeClock"]
 
 class FakeClock:
     """A clock that moves only when told. ``sleep`` waits until :meth:`advance` passes
-    the sleeper's deadline; ``time`` and ``monotonic`` move together."""
+    the sleeper's deadline; ``time`` and ``monotonic`` move together, except that
+    :meth:`jump_wall` moves wall time alone (a suspended host, an NTP step)."""
 
     def __init__(self, start: float = 1_700_000_000.0) -> None:
         self._start = start
@@ -54,6 +55,13 @@ class FakeClock:
             await anyio.wait_all_tasks_blocked()
         self._elapsed = target
         await anyio.wait_all_tasks_blocked()
+
+    def jump_wall(self, seconds: float) -> None:
+        """Move wall time (:meth:`time`) by ``seconds``, forward or back, without moving
+        monotonic time: sleepers, whose deadlines are monotonic, are not woken. What a host
+        suspended for ``seconds`` (``CLOCK_MONOTONIC`` stops meanwhile) or a wall-clock step
+        looks like to a program."""
+        self._start += seconds
 
     @property
     def sleepers(self) -> int:

@@ -25,7 +25,7 @@ import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streamfn.embedded import EmbeddedKafka, create_topic
+from connectors.kafka.embedded import EmbeddedKafka, create_topic
 
 __all__ = [
     "GROUP_TIMEOUTS",

@@ -23,7 +23,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from kafka_broker import GROUP_TIMEOUTS
 
-from streamfn.embedded import create_topic
+from connectors.kafka.embedded import create_topic
 
 RECORDER = '''
 """Written by the test: what handlers use to record their invocations."""

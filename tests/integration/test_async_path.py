@@ -201,3 +201,45 @@ on_failure = "dir:failed"
     assert record["requestPayload"] == {"name": "old"}
     assert "responseContext" not in record and "responsePayload" not in record
     assert [json.loads(line) for line in log.read_text().splitlines()] == [{"name": "fresh"}]
+
+
+@pytest.mark.anyio
+async def test_an_event_of_a_function_not_in_the_config_does_not_stop_the_service(
+    tmp_path: Path, service
+) -> None:
+    """Review C3: such an event raised KeyError in a worker and crash-looped the engine."""
+    config = write_pipeline(
+        tmp_path,
+        """
+[service]
+state_dir = "state"
+
+[functions.ok]
+handler = "recorder:handler"
+
+[[event_sources]]
+function = "ok"
+type = "filedrop"
+path = "inbox"
+stable_for = 0.2
+""",
+    )
+    (tmp_path / "state").mkdir()
+    async with open_sqlite_store(tmp_path / "state" / "state.db") as store:
+        await store.enqueue(
+            function="removed",  # a function an earlier config had
+            payload=b"{}",
+            request_id=str(uuid.uuid4()),
+            idempotency_key="left-behind",
+            idempotency_ttl=3600,
+            now=time.time(),
+        )
+    running = service(config)
+    running.wait_started()
+    (tmp_path / "inbox" / "one.txt").write_text("x")
+    log = tmp_path / "recorded.log"
+    await anyio.to_thread.run_sync(lambda: wait_for(log.exists, message="the known function"))
+    assert running.terminate() == 0  # it was still running: a clean stop
+    assert "KeyError" not in running.stderr
+    async with open_sqlite_store(tmp_path / "state" / "state.db") as store:
+        assert await store.pending() == 1  # left for an instance that runs it (or aging out)

@@ -23,7 +23,12 @@ from kafka_broker import (
     produce,
 )
 
-from streamfn.embedded import MISSING_EXTRA, EmbeddedKafka, create_topic, open_embedded_kafka
+from connectors.kafka.embedded import (
+    MISSING_EXTRA,
+    EmbeddedKafka,
+    create_topic,
+    open_embedded_kafka,
+)
 from streamfn.errors import SourceError
 
 pytestmark = pytest.mark.integration

@@ -223,3 +223,52 @@ def test_filters_drop_events_before_any_invocation(tmp_path: Path, service) -> N
     wait_for(lambda: set(calls(tmp_path)) == {"data.csv", "big.txt"}, message="matching files")
     assert running.terminate() == 0
     assert "small.txt" not in calls(tmp_path, "start")
+
+
+def test_bad_directory_entries_never_stop_the_service(tmp_path: Path, service) -> None:
+    # Each of these stopped the whole service, and every restart stopped it again.
+    config = make_pipeline(tmp_path)
+    config.write_text(
+        config.read_text()
+        + """rescan_interval = 0.2
+
+[[event_sources]]
+function = "collect"
+name = "own-proc"
+type = "filedrop"
+path = "/proc/self"
+suffix = "mem"
+rescan_interval = 0.2
+"""
+    )
+    inbox = tmp_path / "inbox"
+    (inbox / "a").symlink_to(inbox / "b")
+    (inbox / "b").symlink_to(inbox / "a")
+    (inbox / "x").symlink_to(inbox / "x")
+    with open(os.fsencode(inbox) + b"/\xff\xfe.txt", "wb") as file:
+        file.write(b"not a UTF-8 name")
+    (inbox / "before.txt").write_text("dropped before the start")
+    for start in range(2):  # a restart meets the same entries
+        running = service(config)
+        running.wait_started()
+        good = f"after-{start}.txt"
+        (inbox / good).write_text("dropped while running")
+        wait_for(lambda g=good: g in calls(tmp_path), message="a good file")  # type: ignore[misc]
+        wait_for(
+            lambda r=running: "skipping mem: cannot read it" in r.stderr,  # type: ignore[misc]
+            message="the EIO warning",
+        )
+        time.sleep(0.5)  # several rescans: the warnings must not repeat
+        assert running.process is not None and running.process.poll() is None
+        assert running.terminate() == 0
+        err = running.stderr
+        for warning in (
+            "skipping a: cannot follow the symlink",
+            "skipping b: cannot follow the symlink",
+            "skipping x: cannot follow the symlink",
+            "skipping \\xff\\xfe.txt: its name is not UTF-8 (S3 object keys are)",
+            "skipping mem: cannot read it: Input/output error",
+        ):
+            assert err.count(warning) == 1, (warning, err)
+        assert "Traceback" not in err, err
+    assert calls(tmp_path) == {"before.txt": 1, "after-0.txt": 1, "after-1.txt": 1}

@@ -13,7 +13,7 @@ from conftest import Service, wait_for
 from kafka_broker import committed_offsets, end_offsets, produce
 from kafka_pipeline import Pipeline, group
 
-from streamfn.embedded import EmbeddedKafka
+from connectors.kafka.embedded import EmbeddedKafka
 
 pytestmark = pytest.mark.integration
 

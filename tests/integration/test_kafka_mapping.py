@@ -28,7 +28,7 @@ from kafka_pipeline import (
     produce_at,
 )
 
-from streamfn.embedded import EmbeddedKafka
+from connectors.kafka.embedded import EmbeddedKafka
 
 pytestmark = pytest.mark.integration
 

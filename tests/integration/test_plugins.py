@@ -94,3 +94,21 @@ def test_a_failing_source_stops_the_service_with_its_name(tmp_path: Path, servic
     wait_for(lambda: len(events(tmp_path)) == 4, message="all four ticks")
     assert again.terminate() == 0
     assert sorted(e["tick"] for e in events(tmp_path)) == [0, 1, 2, 3]
+
+
+def test_an_unexpected_failure_shows_its_traceback_once_and_a_one_line_cause(
+    tmp_path: Path, service
+) -> None:
+    config = pipeline(tmp_path, extra="crash = true")
+    running = service(config, env=plugin_env())
+    assert running.process is not None
+    assert running.process.wait(timeout=30) == 1
+    err = running.stderr
+    assert err.count("Traceback (most recent call last)") == 1, err
+    assert "TaskGroup" not in err and "sub-exception" not in err, err
+    last = err.strip().splitlines()[-1]
+    connector = PLUGINS / "ticker_connector.py"
+    assert last.startswith(
+        f"streamfn: event source record-ticker failed: KeyError: 'interval' ({connector}:"
+    ), last
+    assert last.endswith(", in _read_settings)"), last

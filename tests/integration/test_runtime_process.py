@@ -11,7 +11,7 @@ import errno
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -20,18 +20,23 @@ import anyio
 import msgspec
 import pytest
 
+import streamfn.runtime
 from streamfn.clock import SystemClock
 from streamfn.config import Config, parse_config
 from streamfn.errors import HandlerImportError
 from streamfn.invoke.invoker import Invoker
+from streamfn.policies import invoker_policy, runtime_policy
 from streamfn.runtime.base import Runtime
-from streamfn.runtime.router import open_runtime
+from streamfn.runtime.process import ProcessRuntime
+from streamfn.runtime.process.pool import ProcessRuntimeStatistics
+from streamfn.runtime.router import RoutingRuntime, open_runtime
 from streamfn.types import InvocationRequest, InvocationResult, Outcome
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
 HANDLERS = Path(__file__).parent / "runtime_handlers"
-STAMPED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\t(?P<rid>[^\t]+)\t(?P<line>.*)$")
+RUNTIME_DIR = str(Path(streamfn.runtime.__file__).resolve().parent)
+TRACE_ID = re.compile(r"Root=1-[0-9a-f]{8}-[0-9a-f]{24};Parent=[0-9a-f]{16};Sampled=0")
 
 
 @pytest.fixture(autouse=True)
@@ -64,7 +69,9 @@ def make_config(tmp_path: Path, functions: dict[str, dict[str, Any]], **service:
 
 @asynccontextmanager
 async def running(tmp_path: Path, functions: dict[str, dict[str, Any]]) -> AsyncIterator[Runtime]:
-    async with open_runtime(make_config(tmp_path, functions), clock=SystemClock()) as runtime:
+    async with open_runtime(
+        runtime_policy(make_config(tmp_path, functions)), clock=SystemClock()
+    ) as runtime:
         yield runtime
 
 
@@ -83,6 +90,23 @@ async def call(runtime: Runtime | Invoker, function: str, event: Any = None, **k
     else:
         result = await runtime.invoke(request)
     return msgspec.json.decode(result.payload), result
+
+
+def runtime_statistics(runtime: Runtime) -> ProcessRuntimeStatistics:
+    """The process runtime's statistics behind the router (the one runtime of the test)."""
+    assert isinstance(runtime, RoutingRuntime)
+    process = next(r for r in runtime.routes.values() if isinstance(r, ProcessRuntime))
+    return process.statistics()
+
+
+async def until(
+    runtime: Runtime, condition: Callable[[ProcessRuntimeStatistics], bool], within: float = 5.0
+) -> None:
+    """Wait until the process runtime's statistics satisfy ``condition`` (polled: the
+    runtime has no event for it)."""
+    with anyio.fail_after(within):
+        while not condition(runtime_statistics(runtime)):  # noqa: ASYNC110
+            await anyio.sleep(0.01)
 
 
 def report_of(lines: list[str], result: InvocationResult) -> str:
@@ -106,10 +130,9 @@ async def test_cold_then_warm_reuses_the_environment_and_logs_like_lambda(
     rid = cold.request_id
     start = lines.index(f"START RequestId: {rid} Version: $LATEST")
     end = lines.index(f"END RequestId: {rid}")
-    between = [STAMPED.match(line) for line in lines[start + 1 : end]]
-    assert [(m["rid"], m["line"]) for m in between if m] == [
-        (rid, f"invocation 1 of {first['pid']}"),
-        (rid, "second line"),  # stderr, same stream
+    assert lines[start + 1 : end] == [
+        f"invocation 1 of {first['pid']}",  # as written, as AWS's Python runtime leaves it
+        "second line",  # stderr, same stream
     ]
     assert lines[end + 1] == report_of(lines, cold)
     fields = report_of(lines, cold).split("\t")
@@ -147,6 +170,10 @@ async def test_environment_variables_are_lambdas_not_the_engines(
     assert environ["_HANDLER"] == "lifecycle.state"
     assert environ["LAMBDA_TASK_ROOT"] == str(HANDLERS)
     assert environ["TZ"] == ":UTC"
+    assert environ["AWS_LAMBDA_RUNTIME_API"] == "127.0.0.1:9001"
+    assert environ["LAMBDA_RUNTIME_DIR"] == RUNTIME_DIR
+    assert TRACE_ID.fullmatch(environ["_X_AMZN_TRACE_ID"])
+    assert "AWS_LAMBDA_LOG_FORMAT" not in environ and "AWS_LAMBDA_LOG_LEVEL" not in environ
     assert environ["TMPDIR"] == seen["tmpdir"]
     assert seen["memory"] == "256"
     assert 6000 < seen["remaining_ms"] <= 7000
@@ -249,8 +276,8 @@ async def test_reserved_concurrency_throttles_direct_calls_and_queues_waiting_on
     tmp_path: Path,
 ) -> None:
     config = make_config(tmp_path, {"f": {"handler": "lifecycle:sleep", "reserved_concurrency": 2}})
-    async with open_runtime(config, clock=SystemClock()) as runtime:
-        invoker = Invoker(config, runtime)
+    async with open_runtime(runtime_policy(config), clock=SystemClock()) as runtime:
+        invoker = Invoker(invoker_policy(config), runtime)
         direct: list[InvocationResult] = []
         waited: list[dict[str, Any]] = []
 
@@ -327,7 +354,7 @@ async def test_at_max_concurrency_a_new_environment_evicts_the_least_recently_us
 ) -> None:
     functions = {"a": {"handler": "lifecycle:sleep"}, "b": {"handler": "lifecycle:sleep"}}
     config = make_config(tmp_path, functions, max_concurrency=1)
-    async with open_runtime(config, clock=SystemClock()) as runtime:
+    async with open_runtime(runtime_policy(config), clock=SystemClock()) as runtime:
         first, warm = await call(runtime, "a", {"seconds": 0})  # started at open
         _, other = await call(runtime, "b", {"seconds": 0})
         await gone(first["pid"])
@@ -342,13 +369,12 @@ async def test_environments_give_back_their_descriptors(tmp_path: Path) -> None:
     functions = {"f": {"handler": "lifecycle:sleep", "keep_warm": 0}}
     async with running(tmp_path, functions) as runtime:
         await call(runtime, "f", {"seconds": 0})
-        await anyio.sleep(0.2)
+        await until(runtime, lambda s: s.environments == 0)  # closed, descriptors released
         before = _open_fds()
         pids = [(await call(runtime, "f", {"seconds": 0}))[0]["pid"] for _ in range(10)]
-        for pid in pids:
-            await gone(pid)
-        await anyio.sleep(0.1)  # the environments' tasks end after their reap
+        await until(runtime, lambda s: s.environments == 0)
         after = _open_fds()
+        assert not any(alive(pid) for pid in pids)
     assert len(set(pids)) == 10  # keep_warm = 0: a new environment each time
     assert after <= before
 
@@ -420,3 +446,58 @@ def _rss_kb() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS")
+
+
+async def test_a_worker_that_exits_by_itself_takes_its_process_group_with_it(
+    tmp_path: Path,
+) -> None:
+    pid_file = tmp_path / "child.pid"
+    event = {"pid_file": str(pid_file), "then": "exit"}
+    async with running(tmp_path, {"f": {"handler": "lifecycle:leave_child"}}) as runtime:
+        _, result = await call(runtime, "f", event)
+        assert result.outcome is Outcome.CRASHED and result.error_type == "Runtime.ExitError"
+        child = int(pid_file.read_text())
+        await gone(child, within=2.0)  # killed with the worker, not when the runtime closes
+
+
+async def test_a_handler_killing_the_template_fails_only_its_invocation(
+    tmp_path: Path, lines: list[str]
+) -> None:
+    functions: dict[str, dict[str, Any]] = {
+        "killer": {"handler": "lifecycle:kill_template"},
+        "bystander": {"handler": "lifecycle:state", "provisioned_concurrency": 1},
+    }
+    async with running(tmp_path, functions) as runtime:
+        before, _ = await call(runtime, "killer", {"kill": False})
+        body, result = await call(runtime, "killer")
+        after, fine = await call(runtime, "killer", {"kill": False})
+        # the provisioned environment died with the template and is started again
+        await until(runtime, lambda s: s.templates == 2 and s.idle["bystander"] == 1)
+        other, warm = await call(runtime, "bystander")
+    assert result.outcome is Outcome.CRASHED and result.error_type == "Runtime.ExitError"
+    assert body["errorMessage"] == (
+        f"RequestId: {result.request_id} Error: Runtime exited with error: signal: killed"
+    )
+    assert report_of(lines, result)  # the envelope is complete
+    assert fine.ok and after["template"] != before["template"]  # a new template forked it
+    assert not alive(before["template"])
+    assert warm.ok and other["environ"]["AWS_LAMBDA_INITIALIZATION_TYPE"] == (
+        "provisioned-concurrency"
+    )
+
+
+@pytest.mark.parametrize("then", ["exit", "return"])
+async def test_a_child_that_left_the_process_group_does_not_outlive_its_environment(
+    tmp_path: Path, then: str
+) -> None:
+    pid_file = tmp_path / "child.pid"
+    event: dict[str, Any] = {"pid_file": str(pid_file), "then": then, "setsid": True}
+    async with running(tmp_path, {"f": {"handler": "lifecycle:leave_child"}}) as runtime:
+        _, result = await call(runtime, "f", event)
+        child = int(pid_file.read_text())
+        if then == "exit":  # the worker died by itself: its orphan goes at once
+            assert result.outcome is Outcome.CRASHED
+            await gone(child, within=2.0)
+        else:  # warm: the child may run on while its environment lives
+            assert result.ok and alive(child)
+    await gone(child, within=2.0)  # closing the runtime ends it in any case

@@ -23,9 +23,9 @@ import msgspec
 import pytest
 
 from streamfn.clock import SystemClock
-from streamfn.config import parse_config
 from streamfn.errors import HandlerImportError
 from streamfn.runtime.base import Runtime
+from streamfn.runtime.policy import FunctionSpec, RuntimePolicy
 from streamfn.runtime.router import open_runtime
 from streamfn.types import InvocationRequest, InvocationResult, Outcome
 
@@ -36,7 +36,7 @@ pytestmark = [
 ]
 
 HANDLERS = Path(__file__).parent / "runtime_handlers"
-STAMPED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\t(?P<rid>[^\t]+)\t(?P<line>.*)$")
+TRACE_ID = re.compile(r"Root=1-[0-9a-f]{8}-[0-9a-f]{24};Parent=[0-9a-f]{16};Sampled=[01]")
 
 
 @pytest.fixture(autouse=True)
@@ -56,11 +56,17 @@ def code(tmp_path: Path) -> Path:
 
 @asynccontextmanager
 async def running(code: Path, functions: dict[str, dict[str, Any]]) -> AsyncIterator[Runtime]:
-    raw = {"functions": {name: {"runtime": "provided", **fn} for name, fn in functions.items()}}
-    for fn in raw["functions"].values():
-        fn["code"] = str(code / fn["code"])
-    config = parse_config(raw, connectors={}, path=code / "streamfn.toml")
-    async with open_runtime(config, clock=SystemClock()) as runtime:
+    """The functions as the runtime takes them (a ``provided`` handler is free-form)."""
+    specs = {}
+    for name, fn in functions.items():
+        fields = dict(fn)
+        code_dir = code / fields.pop("code")
+        bootstrap = code_dir / fields.pop("bootstrap", "bootstrap")
+        specs[name] = FunctionSpec(
+            name=name, code_dir=code_dir, runtime="provided", bootstrap=bootstrap, **fields
+        )
+    policy = RuntimePolicy(functions=specs)
+    async with open_runtime(policy, clock=SystemClock()) as runtime:
         yield runtime
 
 
@@ -80,7 +86,7 @@ def report_of(lines: list[str], result: InvocationResult) -> str:
 
 
 async def test_the_tutorials_shell_bootstrap_with_curl(code: Path, lines: list[str]) -> None:
-    functions = {"echo": {"handler": "function:handler", "code": "provided_shell"}}
+    functions = {"echo": {"handler": "function.handler", "code": "provided_shell"}}
     async with running(code, functions) as runtime:
         first, cold = await call(runtime, "echo", {"n": 1})
         second, warm = await call(runtime, "echo", {"n": 2})
@@ -90,13 +96,14 @@ async def test_the_tutorials_shell_bootstrap_with_curl(code: Path, lines: list[s
     assert first["tmp"].startswith(tempfile_root())
     assert "Init Duration" in report_of(lines, cold)
     assert "Init Duration" not in report_of(lines, warm)
-    logged = [STAMPED.match(line) for line in lines]
-    assert (cold.request_id, 'handling {"n":1}') in [(m["rid"], m["line"]) for m in logged if m]
+    start = lines.index(f"START RequestId: {cold.request_id} Version: $LATEST")
+    end = lines.index(f"END RequestId: {cold.request_id}")
+    assert lines[start + 1 : end] == ['handling {"n":1}']  # stderr as written, no prefix
 
 
 async def test_a_timed_out_bootstrap_is_killed_and_replaced(code: Path, lines: list[str]) -> None:
     functions = {
-        "slow": {"handler": "function:slow", "code": "provided_shell", "timeout": 1},
+        "slow": {"handler": "function.slow", "code": "provided_shell", "timeout": 1},
     }
     async with running(code, functions) as runtime:
         started = time.monotonic()
@@ -113,12 +120,12 @@ async def test_awslambdaric_as_the_bootstrap(code: Path) -> None:
     environment = {"PYTHON": sys.executable}
     functions = {
         "ric": {
-            "handler": "ric_handler:handler",
+            "handler": "ric_handler.handler",
             "code": "provided_ric",
             "environment": environment,
         },
         "fails": {
-            "handler": "ric_handler:fail",
+            "handler": "ric_handler.fail",
             "code": "provided_ric",
             "environment": environment,
         },
@@ -139,7 +146,7 @@ async def test_awslambdaric_as_the_bootstrap(code: Path) -> None:
 async def test_init_errors_posted_by_the_runtime_fail_the_start(code: Path) -> None:
     functions = {
         "missing": {
-            "handler": "no_such_module:handler",
+            "handler": "no_such_module.handler",
             "code": "provided_ric",
             "environment": {"PYTHON": sys.executable},
         }
@@ -171,6 +178,47 @@ async def test_the_runtime_api_answers_like_lambdas(code: Path) -> None:
     assert (seen["unknown_id"], seen["unknown_path"]) == (400, 404)
     assert failed.outcome is Outcome.FUNCTION_ERROR and failed.error_type == "Custom.Failure"
     assert error == {"errorMessage": "asked to fail", "errorType": "Custom.Failure"}
+
+
+@pytest.mark.parametrize("handler", ["main", "function.handler", "bootstrap", "a:b"])
+async def test_a_free_form_handler_reaches_the_bootstrap_unchanged(
+    code: Path, handler: str
+) -> None:
+    functions = {"probe": {"handler": handler, "code": "provided_api"}}
+    async with running(code, functions) as runtime:
+        seen, result = await call(runtime, "probe", {})
+    assert result.ok, seen
+    assert seen["handler"] == handler
+    assert seen["runtime_dir"] == str(code / "provided_api")
+
+
+async def test_next_carries_a_trace_id_that_continues_the_callers(code: Path) -> None:
+    functions = {"probe": {"handler": "probe.handler", "code": "provided_api"}}
+    caller = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+    async with running(code, functions) as runtime:
+        fresh, _ = await call(runtime, "probe", {})
+        request = InvocationRequest(
+            function="probe", payload=b"{}", request_id="rq-traced", trace_context=caller
+        )
+        continued = msgspec.json.decode((await runtime.invoke(request)).payload)
+    assert TRACE_ID.fullmatch(fresh["trace"]) and fresh["trace"].endswith("Sampled=0")
+    assert TRACE_ID.fullmatch(continued["trace"])
+    assert continued["trace"].startswith("Root=1-5759e988-bd862e3fe1be46a994272793;Parent=")
+    assert "Parent=53995c3f42cd8ad8" not in continued["trace"]  # the function's own segment
+    assert continued["trace"].endswith(";Sampled=1")
+
+
+async def test_a_response_over_6_mb_fails_the_invocation_as_on_aws(code: Path) -> None:
+    functions = {"probe": {"handler": "probe.handler", "code": "provided_api", "timeout": 30}}
+    async with running(code, functions) as runtime:
+        started = time.monotonic()
+        error, result = await call(runtime, "probe", {"big": True})
+        assert time.monotonic() - started < 10  # ended by the post, not by the timeout
+        again, after = await call(runtime, "probe", {})
+    assert result.outcome is Outcome.FUNCTION_ERROR
+    assert result.error_type == error["errorType"] == "Function.ResponseSizeTooLarge"
+    assert "(6291556 bytes)" in error["errorMessage"]
+    assert after.ok and again["next_status"] == 200  # the environment goes on
 
 
 def tempfile_root() -> str:

@@ -1,14 +1,13 @@
-"""Batch builder: when batches are cut, lanes, ordering, requeue, oversize records."""
+"""Batch builder: when batches are cut, lanes, ordering, oversize records."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pytest
 
+from connectors.kafka.format import kafka_event
 from streamfn.errors import ConfigError
-from streamfn.events.kafka import kafka_event
 from streamfn.streams.batching import (
     EVENT_OVERHEAD_BYTES,
     BatchBuilder,
@@ -164,7 +163,6 @@ def test_partitions_are_never_mixed_and_run_in_parallel() -> None:
         builder.add(rec(i, partition=i % 2), now=0.0)
     batches = builder.ready(now=0.0)
     assert {b.tp.partition: offsets(b.records) for b in batches} == {0: [0, 2], 1: [1, 3]}
-    assert builder.buffered_for(TopicPartition("orders", 0)) == 0
 
 
 def test_lanes_keep_per_key_order_and_one_batch_in_flight_each() -> None:
@@ -204,30 +202,6 @@ def test_lane_hash_is_stable() -> None:
     assert policy.lane_of(rec(0, key=b"customer-42")) == 5  # crc32, same in every process
 
 
-def test_requeue_puts_records_first_and_due_at_once() -> None:
-    builder = BatchBuilder(BatchPolicy(batch_size=3, window_s=60))
-    for i in range(5):
-        builder.add(rec(i), now=0.0)
-    (batch,) = builder.ready(now=0.0)
-    builder.add(rec(5), now=1.0)
-    builder.requeue(batch, batch.records[1:])  # record 0 finished, 1 and 2 go back
-    assert builder.buffered_count == 5
-    assert builder.next_deadline() == -math.inf  # requeued records are due at once
-    (again,) = builder.ready(now=1.0)
-    assert offsets(again.records) == [1, 2, 3]
-    builder.requeue(again)  # all of it
-    assert builder.next_deadline() == -math.inf
-    assert offsets(builder.ready(now=1.0)[0].records) == [1, 2, 3]
-
-
-def test_requeued_records_are_due_even_when_the_window_is_open() -> None:
-    builder = BatchBuilder(BatchPolicy(batch_size=10, window_s=60))
-    builder.add(rec(0), now=0.0)
-    (batch,) = builder.ready(now=60.0)
-    builder.requeue(batch)
-    assert offsets(builder.ready(now=60.0)[0].records) == [0]
-
-
 def test_drop_partition_forgets_buffer_and_ignores_late_calls() -> None:
     builder = BatchBuilder(BatchPolicy(batch_size=2, window_s=0))
     for i in range(5):
@@ -237,7 +211,6 @@ def test_drop_partition_forgets_buffer_and_ignores_late_calls() -> None:
     assert builder.drop_partition(TP0) == 3
     assert builder.buffered_count == 0 and builder.buffered_bytes == 0
     builder.done(in_flight)  # late: ignored
-    builder.requeue(in_flight)  # late: ignored
     assert builder.buffered_count == 0
     builder.add(rec(5), now=1.0)  # assigned again later
     (batch,) = builder.ready(now=1.0)

@@ -115,7 +115,7 @@ def test_a_good_config_decodes_with_defaults(tmp_path: Path) -> None:
         ),
         (
             ('handler = "orders:handler"', 'handler = "orders"'),
-            "functions.orders.handler: expected `str` matching regex",
+            "functions.orders.handler: bad handler 'orders': expected 'module.function'",
         ),
         (
             ('suffix = ".json"', 'suffix = ".json"\nbatch_size = 3'),
@@ -180,3 +180,53 @@ def test_function_names_are_checked(tmp_path: Path) -> None:
 def test_a_source_without_type_lists_the_connectors(tmp_path: Path) -> None:
     message = error(tmp_path, GOOD.replace('type = "filedrop"\n', ""))
     assert "event_sources[0]: missing `type`; one of: cron, filedrop" in message
+
+
+TWO_DROPS = """
+[functions.f]
+handler = "f:handler"
+
+[[event_sources]]
+function = "f"
+type = "filedrop"
+path = "a"
+{first}
+[[event_sources]]
+function = "f"
+type = "cron"
+schedule = "rate(1 minute)"
+
+[[event_sources]]
+function = "f"
+type = "filedrop"
+path = "b"
+{second}
+"""
+
+
+def test_two_unnamed_sources_of_one_function_and_type_need_names(tmp_path: Path) -> None:
+    # Named by position, their checkpoints would move between them when the file is
+    # reordered or an entry removed.
+    message = error(tmp_path, TWO_DROPS.format(first="", second=""))
+    assert message.endswith(
+        "streamfn.toml: event_sources[2]: event_sources[0] and event_sources[2] "
+        "both map function 'f' with type 'filedrop'; give each a distinct `name` (its checkpoints "
+        "are kept under that name, so it must not depend on the order of the entries)"
+    )
+
+
+def test_two_sources_may_not_share_a_name(tmp_path: Path) -> None:
+    message = error(tmp_path, TWO_DROPS.format(first='name = "x"', second='name = "x"'))
+    assert "event_sources[2].name" in message
+    assert "event_sources[0] and event_sources[2] are both named 'x'" in message
+    # An explicit name equal to another entry's default is the same clash.
+    message = error(tmp_path, TWO_DROPS.format(first="", second='name = "f-filedrop"'))
+    assert "both named 'f-filedrop'" in message
+
+
+def test_named_or_disabled_sources_keep_the_names_they_had(tmp_path: Path) -> None:
+    config = load(tmp_path, TWO_DROPS.format(first="", second='name = "b-drop"'))
+    assert list(config.enabled_sources()) == ["f-filedrop", "f-cron", "b-drop"]
+    # A disabled duplicate runs nothing, so it keeps no checkpoints to confuse.
+    config = load(tmp_path, TWO_DROPS.format(first="", second="enabled = false"))
+    assert list(config.enabled_sources()) == ["f-filedrop", "f-cron"]

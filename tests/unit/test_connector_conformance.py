@@ -1,35 +1,22 @@
-"""Every built-in event source passes the public conformance checks, and the cron source
-keeps its schedule on a fake clock."""
+"""The built-in cron source passes the public conformance checks on a fake clock, and the
+checks catch a source that breaks the contract. (filedrop, which needs a real directory,
+passes them in tests/integration/test_filedrop_conformance.py.)"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
 
+import anyio
+import anyio.lowlevel
 import pytest
 
 from connectors.cron.config import CronConfig
 from connectors.cron.source import CronSource
-from connectors.filedrop.config import FiledropConfig
-from connectors.filedrop.source import FiledropSource
+from streamfn.events.contract import SourceContext
 from streamfn.testing import FakeClock, MemoryEngine, check_event_source
 
 pytestmark = pytest.mark.anyio
-
-
-async def test_filedrop_conforms(tmp_path: Path) -> None:
-    config = FiledropConfig(function="fn", path="inbox", stable_for=0.2)
-
-    async def produce() -> None:
-        (tmp_path / "inbox").mkdir(exist_ok=True)
-        for name in ("a.txt", "b.txt", "c d.txt"):
-            (tmp_path / "inbox" / name).write_text(name)
-
-    engine = await check_event_source(
-        lambda: FiledropSource(config), produce=produce, expected=3, root=tmp_path
-    )
-    keys = sorted(event["Records"][0]["s3"]["object"]["key"] for event, _ in engine.events)
-    assert keys == ["a.txt", "b.txt", "c+d.txt"]
 
 
 async def test_cron_conforms() -> None:
@@ -39,94 +26,92 @@ async def test_cron_conforms() -> None:
     async def produce() -> None:
         await clock.advance(150)  # t=0 (the first tick fires at start), 60, 120
 
-    async def settle() -> None:
-        await clock.advance(0)
-
     engine = await check_event_source(
-        lambda: CronSource(config),
-        produce=produce,
-        expected=3,
-        root=Path("."),
-        clock=clock,
-        settle=settle,
+        lambda: CronSource(config), produce=produce, expected=3, root=Path("."), clock=clock
     )
     times = [event["time"] for event, _ in engine.events]  # type: ignore[index]
     assert times == ["2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z", "2026-01-01T00:02:00Z"]
 
 
-async def test_cron_fires_a_missed_tick_once_after_downtime() -> None:
-    clock = FakeClock(start=datetime(2026, 1, 1, 12, 0, tzinfo=UTC).timestamp())
-    config = CronConfig(function="fn", schedule="cron(0 * * * ? *)")  # hourly
-    engine = MemoryEngine()
-    import anyio
+class Counter:
+    """A plugin-like source emitting ``count`` numbered events, checkpointing the next one
+    either with each event (right) or before emitting it (wrong) or while it is being
+    emitted (wrong)."""
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(CronSource(config).run, engine.context(root=Path("."), clock=clock))
-        await clock.advance(3600)
-        tg.cancel_scope.cancel()
-    assert [e["time"] for e, _ in engine.events] == [
-        "2026-01-01T12:00:00Z",  # type: ignore[index]
-        "2026-01-01T13:00:00Z",
-    ]
-    # Down for five hours, then back: the missed hours fire once, as the latest of them.
-    await clock.advance(5 * 3600 + 1800)
-    after = MemoryEngine(checkpoints=dict(engine.checkpoints))
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(CronSource(config).run, after.context(root=Path("."), clock=clock))
-        await clock.advance(1)
-        tg.cancel_scope.cancel()
-    assert [e["time"] for e, _ in after.events] == ["2026-01-01T18:00:00Z"]  # type: ignore[index]
+    def __init__(self, count: int, *, checkpoint: str = "with") -> None:
+        self.count = count
+        self.checkpoint = checkpoint
 
-    skip = CronConfig(function="fn", schedule="cron(0 * * * ? *)", catch_up=False)
-    await clock.advance(3 * 3600)
-    skipped = MemoryEngine(checkpoints=dict(after.checkpoints))
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(CronSource(skip).run, skipped.context(root=Path("."), clock=clock))
-        await clock.advance(1)
-        tg.cancel_scope.cancel()
-    assert skipped.events == []
+    async def run(self, context: SourceContext) -> None:
+        start = int((await context.get_checkpoints()).get("next", b"0"))
+        for i in range(start, self.count):
+            mark = ("next", str(i + 1).encode())
+            if self.checkpoint == "with":
+                await context.emit({"i": i}, f"n-{i}", checkpoint=mark)
+            elif self.checkpoint == "before":
+                await context.put_checkpoint(*mark)
+                await context.emit({"i": i}, f"n-{i}")
+            else:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(context.emit, {"i": i}, f"n-{i}")
+                    await anyio.lowlevel.checkpoint()  # the emit has started
+                    await context.put_checkpoint(*mark)
+        await anyio.sleep_forever()
 
 
-async def test_filedrop_skips_a_file_deleted_before_it_is_read(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    # The race itself cannot be scheduled from outside, so this drives the source's
-    # take step directly on a file that vanished after it was found complete.
-    config = FiledropConfig(function="fn", path="inbox")
-    source = FiledropSource(config)
-    engine = MemoryEngine()
-    source._context = engine.context(root=tmp_path)
-    source._root = tmp_path / "inbox"
-    source._bucket = "inbox"
-    source._seen = {}
-    await source._take("gone.txt", tmp_path / "inbox" / "gone.txt")
-    assert engine.events == []
-    assert "skipping gone.txt: deleted or rewritten before it was processed" in caplog.text
+async def nothing() -> None:
+    pass
 
 
-async def test_cron_uses_the_anchor_another_instance_stored_first() -> None:
-    # Two instances of a fleet start together: both read no anchor, and the other one
-    # stores its anchor first. This instance must follow that schedule, not start its own.
-    import dataclasses
-
-    import anyio
-
-    clock = FakeClock(start=datetime(2026, 1, 1, 12, 0, tzinfo=UTC).timestamp())
-    other = datetime(2026, 1, 1, 11, 59, 30, tzinfo=UTC)
-    engine = MemoryEngine(checkpoints={"anchor": other.isoformat().encode()})
-
-    async def nothing_yet() -> dict[str, bytes]:
-        return {}
-
-    context = dataclasses.replace(
-        engine.context(root=Path("."), clock=clock), get_checkpoints=nothing_yet
+async def test_a_source_that_checkpoints_with_its_events_passes() -> None:
+    clock = FakeClock()
+    engine = await check_event_source(
+        lambda: Counter(3), produce=nothing, expected=3, root=Path("."), clock=clock
     )
-    config = CronConfig(function="fn", schedule="rate(1 minute)")
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(CronSource(config).run, context)
-        await clock.advance(30)
-        tg.cancel_scope.cancel()
-    # The other instance's ticks (same idempotency keys, so queued once between them), not
-    # 12:00:00 and 12:01:00 of a schedule of its own.
-    times = [e["time"] for e, _ in engine.events]  # type: ignore[index]
-    assert times == ["2026-01-01T11:59:30Z", "2026-01-01T12:00:30Z"]
+    assert [key for _, key in engine.events] == ["n-0", "n-1", "n-2"]
+    assert engine.journal[:2] == [("emit", "n-0"), ("emitted", "n-0")]
+
+
+async def test_a_source_that_checkpoints_before_emitting_fails() -> None:
+    # Its checkpoint claims the event taken before it is queued: an emit that fails (a
+    # store outage, a crash) loses the event.
+    with pytest.raises(AssertionError, match="the event whose emit failed \\('n-0'\\) was not"):
+        await check_event_source(
+            lambda: Counter(3, checkpoint="before"),
+            produce=nothing,
+            expected=3,
+            root=Path("."),
+            clock=FakeClock(),
+            limit=2,
+        )
+
+
+async def test_a_source_that_checkpoints_while_its_emit_runs_fails() -> None:
+    with pytest.raises(AssertionError, match="checkpoints written before an emit returned"):
+        await check_event_source(
+            lambda: Counter(3, checkpoint="during"),
+            produce=nothing,
+            expected=3,
+            root=Path("."),
+            clock=FakeClock(),
+        )
+
+
+async def test_the_kit_never_sleeps_on_real_time_when_given_a_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def real_sleep(seconds: float) -> None:
+        raise AssertionError(f"slept {seconds}s of real time")
+
+    monkeypatch.setattr(anyio, "sleep", real_sleep)
+    engine = await check_event_source(
+        lambda: Counter(2), produce=nothing, expected=2, root=Path("."), clock=FakeClock()
+    )
+    assert len(engine.events) == 2
+
+
+def test_memory_engine_reports_checkpoints_written_during_an_emit() -> None:
+    engine = MemoryEngine(
+        journal=[("emit", "a"), ("checkpoint", "x"), ("emitted", "a"), ("checkpoint", "y")]
+    )
+    assert engine.checkpoints_while_emitting() == ["x"]

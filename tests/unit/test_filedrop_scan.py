@@ -6,11 +6,13 @@ import pytest
 
 from connectors.filedrop.scan import (
     Seen,
+    Skips,
     StabilityTracker,
     format_sequencer,
     is_candidate,
     is_new,
     next_sequence,
+    vanished,
 )
 
 SECOND = 1_000_000_000
@@ -76,3 +78,38 @@ def test_rewritten_files_are_new_and_sequencers_increase_per_key() -> None:
     assert next_sequence(seen, now_ns=10) == 1001  # the clock went back: still increasing
     assert next_sequence(seen, now_ns=5000) == 5000
     assert format_sequencer(255) == "0000000000000000FF"
+
+
+def test_a_skipped_entry_is_news_once_per_version_and_reason() -> None:
+    skips = Skips()
+    v1, v2 = (1, 2, 3, 4, 5), (1, 2, 3, 4, 6)  # chmod: only ctime moved
+    assert skips.note("x", "cannot read it", v1)
+    assert not skips.note("x", "cannot read it", v1)  # the next walk: no second warning
+    assert skips.unchanged("x", v1) and not skips.unchanged("x", v2)
+    assert skips.note("x", "cannot read it", v2)  # changed: tried again, and news again
+    assert skips.note("x", "not a regular file", v2)
+    assert skips.total == 3 and len(skips) == 1
+    skips.clear("x")
+    assert len(skips) == 0 and not skips.unchanged("x", v2)
+
+
+def test_skips_are_forgotten_when_a_full_walk_no_longer_finds_them() -> None:
+    skips = Skips()
+    skips.note("a", "r", None)
+    skips.note("b", "r", None)
+    skips.retain({"b", "c"})
+    assert len(skips) == 1 and not skips.note("b", "r", None)
+
+
+def test_vanished_files_are_those_a_full_walk_did_not_find() -> None:
+    seen = ["a.txt", "gone.txt", "sub/gone.txt", "locked/f.txt", "lockedness.txt"]
+    present = {"a.txt"}
+    assert vanished(seen, present, []) == [
+        "gone.txt",
+        "sub/gone.txt",
+        "locked/f.txt",
+        "lockedness.txt",
+    ]
+    # Below a directory that could not be listed nothing is known to be gone.
+    assert vanished(seen, present, ["locked"]) == ["gone.txt", "sub/gone.txt", "lockedness.txt"]
+    assert vanished(seen, present, [""]) == []  # the root itself

@@ -8,15 +8,16 @@ import anyio
 import msgspec
 import pytest
 
-from streamfn.config import Config, parse_config
-from streamfn.invoke.invoker import Invoker
+from streamfn.config import parse_config
+from streamfn.invoke.invoker import Invoker, InvokerPolicy
+from streamfn.policies import invoker_policy
 from streamfn.testing import GatedRuntime
 from streamfn.types import InvocationRequest, InvocationResult, Outcome
 
 pytestmark = pytest.mark.anyio
 
 
-def config(tmp_path: Path, *, reserved: int | None, service: int = 64) -> Config:
+def config(tmp_path: Path, *, reserved: int | None, service: int = 64) -> InvokerPolicy:
     function: dict[str, object] = {"handler": "m:h", "runtime": "inline"}
     if reserved is not None:
         function["reserved_concurrency"] = reserved
@@ -24,7 +25,7 @@ def config(tmp_path: Path, *, reserved: int | None, service: int = 64) -> Config
         "service": {"max_concurrency": service},
         "functions": {"f": function, "g": {"handler": "m:h", "runtime": "inline"}},
     }
-    return parse_config(raw, {}, path=tmp_path / "streamfn.toml")
+    return invoker_policy(parse_config(raw, {}, path=tmp_path / "streamfn.toml"))
 
 
 def request(n: int, function: str = "f") -> InvocationRequest:
@@ -93,3 +94,30 @@ async def test_zero_reserved_concurrency_always_throttles(tmp_path: Path) -> Non
     invoker = Invoker(config(tmp_path, reserved=0), runtime)
     result = await invoker.invoke(request(1), wait=True)
     assert result.outcome is Outcome.THROTTLED and runtime.peak == 0
+
+
+async def test_try_acquire_takes_a_slot_without_waiting_and_gives_it_back() -> None:
+    invoker = Invoker(InvokerPolicy(max_concurrency=3, reserved={"f": 1, "z": 0}), GatedRuntime())
+    first = invoker.try_acquire("f")
+    assert first is not None
+    assert invoker.try_acquire("f") is None  # f is at its reserved concurrency
+    assert invoker.try_acquire("z") is None  # reserved 0: always throttled
+    other = [invoker.try_acquire("g"), invoker.try_acquire("g")]
+    assert all(other) and invoker.in_flight() == 3
+    assert invoker.try_acquire("g") is None  # the service limit
+    first.release()
+    first.release()  # idempotent
+    assert invoker.in_flight() == 2
+    again = invoker.try_acquire("f")
+    assert again is not None
+
+
+async def test_run_invokes_in_the_slot_and_releases_it() -> None:
+    runtime = GatedRuntime()
+    runtime.gate.set()
+    invoker = Invoker(InvokerPolicy(max_concurrency=1), runtime)
+    slot = invoker.try_acquire("f")
+    assert slot is not None and invoker.try_acquire("g") is None
+    result = await invoker.run(slot, request(1))
+    assert result.ok and invoker.in_flight() == 0
+    assert invoker.try_acquire("g") is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -9,18 +10,21 @@ import msgspec
 import pytest
 
 from connectors.kafka.config import KafkaConfig
+from connectors.kafka.services import EmbeddedBroker, topics_of
+from streamfn.clock import SystemClock
 from streamfn.config import Config, SourceConfig, parse_config
 from streamfn.errors import ConfigError, SourceError
 from streamfn.invoke.destinations import DirDestination
+from streamfn.streams.contract import StreamContext
 from streamfn.streams.driver import StreamMappingPolicy
 
 CONNECTORS: dict[str, type[SourceConfig]] = {"kafka": KafkaConfig}
 MINIMAL = {"function": "orders", "type": "kafka", "bootstrap_servers": "b:9092", "topic": "t"}
 
 
-def parse(**fields: Any) -> Config:
+def parse(*, timeout: int = 3, **fields: Any) -> Config:
     raw = {
-        "functions": {"orders": {"handler": "orders:handler"}},
+        "functions": {"orders": {"handler": "orders:handler", "timeout": timeout}},
         "event_sources": [{**MINIMAL, **fields}],
     }
     return parse_config(raw, CONNECTORS, path=Path("/srv/streamfn.toml"))
@@ -75,7 +79,7 @@ def test_every_documented_field_decodes() -> None:
     )
     assert config.group_id == "billing"
     assert config.report_batch_item_failures
-    options = config.consumer_options()
+    options = config.consumer_options(revoke_timeout=8)
     assert options["sasl_mechanism"] == "SCRAM-SHA-512"
     assert (options["sasl_plain_username"], options["sasl_plain_password"]) == ("u", "p")
     assert options["security_protocol"] == "SASL_SSL"
@@ -133,15 +137,28 @@ def test_errors_name_the_field_path(fields: dict[str, Any], path: str, says: str
     assert says in message
 
 
-def test_embedded_is_a_valid_bootstrap_server_and_resolves_to_the_broker() -> None:
+def test_embedded_is_a_valid_bootstrap_server_and_the_connector_says_it_needs_its_broker() -> None:
     config = source(bootstrap_servers="embedded", on_failure="kafka://t-dlq")
-    assert config.embedded_kafka_topics() == ("t", "t-dlq")
-    resolved = config.with_embedded_kafka("127.0.0.1:1234")
-    assert resolved.bootstrap_servers == "127.0.0.1:1234"
-    assert resolved.embedded_kafka_topics() == ()
+    assert topics_of(config) == ("t", "t-dlq")
+    assert EmbeddedBroker().needed([config]) == 'bootstrap_servers = "embedded"'
     other = source()
-    assert other.embedded_kafka_topics() == ()
-    assert other.with_embedded_kafka("127.0.0.1:1234") is other
+    assert topics_of(other) == ()
+    assert EmbeddedBroker().needed([other]) is None
+
+
+def test_the_rebalance_timeout_outlasts_a_revoke_drain_of_the_longest_function() -> None:
+    """Review C7: a revoke drains for up to the function timeout + 5 s, and the group must
+    not hand the partitions on before that (it was fixed at 300 s; timeouts go to 900)."""
+    config = parse(timeout=600)
+    kafka = config.event_sources[0]
+    assert isinstance(kafka, KafkaConfig)
+    policy = StreamMappingPolicy.from_config(
+        kafka, function_timeout=config.functions["orders"].timeout, drain_timeout=30
+    )
+    options = kafka.consumer_options(revoke_timeout=policy.revoke_timeout)
+    assert options["rebalance_timeout_ms"] >= (600 + 5) * 1000 + 10_000  # + commit, rejoin
+    short = kafka.consumer_options(revoke_timeout=8)
+    assert short["rebalance_timeout_ms"] == 300_000  # never below Kafka's default
 
 
 def test_the_mapping_policy_follows_the_config() -> None:
@@ -187,7 +204,12 @@ async def test_embedded_without_the_broker_fails_at_open_and_names_the_flag() ->
     from connectors.kafka.source import KafkaSource
 
     with pytest.raises(SourceError, match="--embedded-kafka"):
-        await KafkaSource(source(bootstrap_servers="embedded")).open(_NoListener())
+        await KafkaSource(source(bootstrap_servers="embedded")).open(_NoListener(), _CONTEXT)
+
+
+_CONTEXT = StreamContext(
+    name="orders-kafka", clock=SystemClock(), log=logging.getLogger("test"), revoke_timeout=8
+)
 
 
 class _NoListener:

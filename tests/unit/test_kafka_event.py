@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from streamfn.events.kafka import (
+from connectors.kafka.format import (
     iso_ms,
     kafka_event,
     kafka_failure_record,

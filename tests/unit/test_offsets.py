@@ -93,20 +93,6 @@ def test_misuse_is_an_error() -> None:
         offsets.finish(5)
 
 
-def test_reset_forgets_pending_and_restarts_at_the_position() -> None:
-    offsets = PartitionOffsets(0, committed=0)
-    for o in range(10):
-        offsets.track(o)
-    for o in range(4):
-        offsets.finish(o)
-    offsets.reset(4)  # seek back to the lowest unfinished: re-fetch from there
-    assert offsets.pending == 0 and offsets.committable() == 4
-    offsets.track(4)  # tracked again after the re-fetch, no error
-    assert offsets.committable() == 4
-    offsets.finish(4)
-    assert offsets.to_commit() == 5
-
-
 def test_100k_pending_offsets_in_random_order_is_not_quadratic() -> None:
     offsets = PartitionOffsets(0)
     n = 100_000
@@ -128,40 +114,31 @@ def test_100k_pending_offsets_in_random_order_is_not_quadratic() -> None:
 
 def test_tracker_commits_per_partition() -> None:
     tracker = OffsetTracker()
-    tracker.assign(TP, 0, committed=0)
+    p0 = tracker.assign(TP, 0, committed=0)
+    p1 = tracker.assign(TopicPartition("orders", 1))
     for o in range(3):
-        tracker.track(rec(o))
-        tracker.track(rec(o, partition=1))  # assigned implicitly
-    tracker.finish([rec(0), rec(1), rec(0, partition=1)])
-    assert tracker.pending() == 3
+        p0.track(o)
+        p1.track(o)
+    p0.finish_many([0, 1])
+    p1.finish(0)
+    assert p0.pending + p1.pending == 3
     commits = tracker.to_commit()
     assert commits == {TP: 2, TopicPartition("orders", 1): 1}
     tracker.committed(commits)
     assert tracker.to_commit() == {}
 
 
-def test_tracker_ignores_late_finishes_of_revoked_partitions() -> None:
+def test_a_revoked_partition_is_not_committed_and_its_late_finishes_change_nothing() -> None:
     tracker = OffsetTracker()
-    tracker.track(rec(0))
-    old = tracker.partition(TP)
-    assert old is not None
+    old = tracker.assign(TP)
+    old.track(0)
     tracker.revoke(TP)
-    tracker.finish([rec(0)])  # late result: ignored
-    tracker.committed({TP: 1})  # ignored too
+    tracker.committed({TP: 1})  # ignored
     assert tracker.to_commit() == {}
     new = tracker.assign(TP, 0)
-    tracker.track(rec(0))
+    new.track(0)
     old.finish(0)  # a batch captured the old object: the new assignment is untouched
     assert new.committable() == 0 and tracker.to_commit() == {TP: 0}
-
-
-def test_tracker_reset_seeks_a_partition() -> None:
-    tracker = OffsetTracker()
-    tracker.track(rec(7))
-    tracker.reset(TP, 3)
-    assert tracker.to_commit() == {TP: 3}
-    tracker.reset(TopicPartition("orders", 9), 42)
-    assert tracker.to_commit()[TopicPartition("orders", 9)] == 42
 
 
 def test_track_many_skips_what_a_seek_fetched_again_and_finish_many_moves_the_watermark() -> None:

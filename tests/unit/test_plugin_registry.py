@@ -27,6 +27,8 @@ def plugin_module(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     module.plugin = Connector(name="demo", config=DemoConfig, create=lambda c: None)  # type: ignore[attr-defined,arg-type,return-value]
     module.wrong = object()  # type: ignore[attr-defined]
     module.misnamed = Connector(name="other", config=DemoConfig, create=lambda c: None)  # type: ignore[attr-defined,arg-type,return-value]
+    formatless = Connector(name="demo", config=DemoConfig, create=lambda c: None, kind="stream")  # type: ignore[arg-type,return-value]
+    module.formatless = formatless  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "demo_plugin", module)
     return module
 
@@ -61,6 +63,7 @@ def test_loading_is_lazy_and_cached(plugin_module: types.ModuleType) -> None:
         ),
         ("demo_plugin:wrong", "is not a streamfn.plugins.Connector named 'demo'"),
         ("demo_plugin:misnamed", "is not a streamfn.plugins.Connector named 'demo'"),
+        ("demo_plugin:formatless", "is a stream connector without a format"),
     ],
 )
 def test_load_errors_name_the_plugin(
@@ -82,3 +85,10 @@ def test_the_same_name_from_two_distributions_is_refused(monkeypatch: pytest.Mon
     monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: found)
     with pytest.raises(PluginError, match="connector 'demo' is registered twice"):
         Registry.discover()
+
+
+def test_the_kafka_connector_brings_its_format_and_embedded_broker_as_hooks() -> None:
+    kafka = Registry.discover().connector("kafka")
+    assert kafka.kind == "stream"
+    assert kafka.format is not None and kafka.embedded is not None
+    assert "streamfn" not in type(kafka.embedded).__module__.split(".")[0]

@@ -1,28 +1,17 @@
-"""The execution-environment fields of ``[functions.NAME]``: defaults and errors."""
+"""The execution-environment fields of ``[functions.NAME]``: defaults, errors, and the
+runtime policy built from them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import anyio
-import anyio.lowlevel
 import pytest
 
 from streamfn.config import Config, parse_config
 from streamfn.errors import ConfigError
-from streamfn.runtime.process import open_process_runtime
-
-
-class Clock:
-    def time(self) -> float:
-        return 0.0
-
-    def monotonic(self) -> float:
-        return 0.0
-
-    async def sleep(self, seconds: float) -> None:
-        await anyio.lowlevel.checkpoint()
+from streamfn.policies import runtime_policy
+from streamfn.runtime.policy import FunctionSpec
 
 
 def parse(function: dict[str, Any], **service: Any) -> Config:
@@ -70,11 +59,34 @@ def test_provided_takes_a_bootstrap() -> None:
     assert function.bootstrap == "bin/run"
 
 
-@pytest.mark.anyio
-async def test_more_provisioned_environments_than_max_concurrency_is_refused() -> None:
+def test_more_provisioned_environments_than_max_concurrency_is_refused() -> None:
     config = parse({"provisioned_concurrency": 5}, max_concurrency=4)
     with pytest.raises(ConfigError) as caught:
-        async with open_process_runtime(config, clock=Clock()):
-            pass
+        runtime_policy(config)
     assert "functions.f.provisioned_concurrency" in str(caught.value)
     assert "service.max_concurrency (4)" in str(caught.value)
+
+
+def test_the_runtime_policy_carries_resolved_paths_and_the_service_limits() -> None:
+    raw = {
+        "service": {"max_concurrency": 9, "region": "eu-west-1", "account": "123456789012"},
+        "functions": {
+            "f": {"handler": "app:handler", "code": "src", "environment": {"A": "1"}},
+            "p": {"handler": "x:y", "runtime": "provided", "bootstrap": "bin/run"},
+            "i": {"handler": "x:y", "runtime": "inline"},
+        },
+    }
+    policy = runtime_policy(parse_config(raw, connectors={}, path=Path("/srv/streamfn.toml")))
+    assert policy.functions["f"] == FunctionSpec(
+        name="f", handler="app:handler", code_dir=Path("/srv/src"), environment={"A": "1"}
+    )
+    assert policy.functions["p"].bootstrap == Path("/srv/bin/run")
+    assert policy.functions["f"].bootstrap is None
+    assert (policy.max_concurrency, policy.region, policy.account) == (
+        9,
+        "eu-west-1",
+        "123456789012",
+    )
+    assert sorted(policy.only("python", "provided").functions) == ["f", "p"]
+    assert list(policy.only("inline").functions) == ["i"]
+    assert policy.arn("f", "live") == "arn:aws:lambda:eu-west-1:123456789012:function:f:live"

@@ -69,6 +69,64 @@ def test_billed_duration_rounds_up_whole_milliseconds(
     assert logs.billed_duration(duration, timeout=timeout) == billed
 
 
+@pytest.mark.parametrize(
+    ("duration", "timeout", "init", "billed"),
+    [
+        (15.74, None, 130.49, 147),  # a cold start bills its init phase (AWS, 2025-08-01)
+        (15.74, None, None, 16),  # warm (and provisioned: no init reported)
+        (3000.71, 3, 250.0, 3250),  # a timed-out cold start: the timeout plus the init
+    ],
+)
+def test_billed_duration_includes_the_init_phase_of_a_cold_start(
+    duration: float, timeout: int | None, init: float | None, billed: int
+) -> None:
+    assert logs.billed_duration(duration, timeout=timeout, init_duration_ms=init) == billed
+
+
+def test_platform_records_of_the_json_format() -> None:
+    now = 1_665_532_875.0  # 2022-10-12T00:01:15.000Z
+    report = Report(
+        duration_ms=693.924,
+        billed_duration_ms=694,
+        memory_size_mb=128,
+        max_memory_used_mb=84,
+        init_duration_ms=397.68,
+    )
+    assert json.loads(logs.platform_start(RID, now)) == {
+        "time": "2022-10-12T00:01:15.000Z",
+        "type": "platform.start",
+        "record": {"requestId": RID, "version": "$LATEST"},
+    }
+    assert json.loads(
+        logs.platform_report(RID, report, now, status="success", error_type=None)
+    ) == {
+        "time": "2022-10-12T00:01:15.000Z",
+        "type": "platform.report",
+        "record": {
+            "requestId": RID,
+            "metrics": {
+                "durationMs": 693.92,
+                "billedDurationMs": 694,
+                "memorySizeMB": 128,
+                "maxMemoryUsedMB": 84,
+                "initDurationMs": 397.68,
+            },
+            "status": "success",
+        },
+    }
+    failed = json.loads(logs.platform_report(RID, report, now, status="error", error_type="E"))
+    assert (failed["record"]["status"], failed["record"]["errorType"]) == ("error", "E")
+
+
+def test_json_error_line_is_the_runtimes_record() -> None:
+    error = logs.fault_object("boom", "ValueError", ["  File x\n"], request_id=RID)
+    line = logs.json_error_line(error, 1_704_067_200.5)
+    assert line == (
+        '{"timestamp": "2024-01-01T00:00:00Z", "level": "ERROR", "errorMessage": "boom", '
+        f'"errorType": "ValueError", "requestId": "{RID}", "stackTrace": ["  File x\\n"]}}'
+    )
+
+
 def test_timeout_message_body_and_log_line() -> None:
     assert logs.timeout_message(3) == "Task timed out after 3.00 seconds"
     assert json.loads(logs.timeout_payload(RID, 900)) == {

@@ -21,11 +21,18 @@ import anyio.lowlevel
 import msgspec
 import pytest
 
-from streamfn.errors import SourceError
-from streamfn.invoke.destinations import DestinationWriter, parse_destination
+from connectors.kafka.destination import KafkaTopicDestination
+from connectors.kafka.format import KafkaFormat, filter_view
+from streamfn.errors import ConfigError, DestinationError, SourceError
+from streamfn.invoke.destinations import (
+    Destination,
+    DestinationWriter,
+    KafkaDestination,
+    parse_destination,
+)
 from streamfn.streams.batching import BatchPolicy
-from streamfn.streams.contract import StreamListener, StreamPosition
-from streamfn.streams.driver import StreamMapping, StreamMappingPolicy, filter_view
+from streamfn.streams.contract import StreamContext, StreamListener, StreamPosition
+from streamfn.streams.driver import StreamMapping, StreamMappingPolicy
 from streamfn.streams.retry import StreamRetryPolicy
 from streamfn.streams.runner import wait_event
 from streamfn.testing import FakeClock as _FakeClock
@@ -44,6 +51,7 @@ pytestmark = pytest.mark.anyio
 TOPIC = "orders"
 P0, P1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
 WALL = 1_700_000_000.0
+FORMAT = KafkaFormat("fake:9092")
 
 
 def FakeClock() -> _FakeClock:
@@ -52,8 +60,6 @@ def FakeClock() -> _FakeClock:
 
 class FakeSource:
     """A stream source over in-memory partitions; records what the driver asks of it."""
-
-    bootstrap_servers = "fake:9092"
 
     def __init__(self, clock: FakeClock, partitions: Sequence[TopicPartition] = (P0, P1)) -> None:
         self.clock = clock
@@ -65,6 +71,7 @@ class FakeSource:
         self.commits: list[dict[TopicPartition, int]] = []
         self.produced: list[tuple[str, bytes | None, dict[str, Any]]] = []
         self.listener: StreamListener | None = None
+        self.context: StreamContext | None = None
         self.fetched_from: list[set[TopicPartition] | None] = []
         self.closed = False
         self.fail_commits = False
@@ -76,8 +83,8 @@ class FakeSource:
             self.queues.setdefault(tp, deque()).append(record)
         self._arrived.set()
 
-    async def open(self, listener: StreamListener) -> None:
-        self.listener = listener
+    async def open(self, listener: StreamListener, context: StreamContext) -> None:
+        self.listener, self.context = listener, context
         await listener.assigned({tp: StreamPosition(0, None) for tp in self.partitions})
 
     async def fetch(
@@ -118,6 +125,11 @@ class FakeSource:
             raise SourceError("rebalanced")
         self.committed.update(offsets)
         self.commits.append(dict(offsets))
+
+    def destination(self, target: Destination) -> KafkaTopicDestination | None:
+        if not isinstance(target, KafkaDestination):
+            return None
+        return KafkaTopicDestination(target.topic, self.produce, FORMAT)
 
     async def produce(self, topic: str, key: bytes | None, value: bytes) -> None:
         self.produced.append((topic, key, json.loads(value)))
@@ -249,6 +261,7 @@ async def running(
         name="fn-kafka",
         policy=rules or policy(),
         source=source,
+        format=FORMAT,
         invoke=function,
         destinations=destinations,
         function_arn="arn:aws:lambda:local:000000000000:function:fn",
@@ -377,7 +390,7 @@ async def test_poison_record_is_bisected_out_to_a_dir_destination(tmp_path: Path
     async with running(function, rules, destinations=writer) as h:
         h.source.push(*(rec(o) for o in range(10)))
         await h.advance(10, steps=20)
-        await _until(lambda: list((tmp_path / "failed").glob("*.json")), h)
+        await _until(lambda: h.mapping.statistics().records_failed, h)  # written, finished
         assert await h.commit() == {P0: 10, P1: 0}
     [file] = (tmp_path / "failed").glob("*.json")
     failure = json.loads(file.read_text())
@@ -438,7 +451,9 @@ async def test_an_unwritable_destination_holds_the_records_until_it_works(tmp_pa
         assert await h.commit() == {P0: 0, P1: 0}
         blocked.unlink()
         await h.advance(5)
-        await _until(lambda: list(blocked.glob("*.json")), h)
+        # The record is finished once the write returned, a moment after the file appears.
+        await _until(lambda: h.mapping.statistics().records_failed, h)
+        assert list(blocked.glob("*.json"))
         assert await h.commit() == {P0: 1, P1: 0}
 
 
@@ -448,7 +463,7 @@ async def test_records_older_than_maximum_record_age_are_not_invoked(tmp_path: P
     rules = policy(retry={"maximum_record_age_s": 60}, on_failure="dir:failed")
     async with running(function, rules, destinations=writer) as h:
         h.source.push(rec(0, age_s=120), rec(1, age_s=120), rec(2), rec(3, age_s=90), rec(4))
-        await _until(lambda: list((tmp_path / "failed").glob("*.json")), h)
+        await _until(lambda: h.mapping.statistics().records_failed == 3, h)  # written, finished
         await settle()
         assert function.offsets() == [2, 4]  # the young records of the same batch still run
         assert await h.commit() == {P0: 5, P1: 0}
@@ -644,6 +659,130 @@ async def test_the_byte_budget_stops_fetching_from_every_partition() -> None:
         await _until(lambda: len(function.offsets()) == 100, h)
 
 
+class FlakyDestinations(DestinationWriter):
+    """Delivers nothing while ``failing``; counts what it was given."""
+
+    def __init__(self) -> None:
+        super().__init__(Path("."), _no_enqueue)
+        self.failing = True
+        self.attempts = 0
+        self.delivered = 0
+
+    async def deliver(self, destination: Destination, record: dict[str, Any]) -> None:
+        self.attempts += 1
+        if self.failing:
+            raise DestinationError("disk full")
+        self.delivered += 1
+
+
+async def test_oversize_records_waiting_for_their_destination_count_against_the_byte_budget() -> (
+    None
+):
+    """Review C10: an oversize record was charged 0 bytes, so with a failing destination up
+    to max_pending of them (per partition) sat in memory."""
+    value = b"x" * (7 * 1024 * 1024)  # one buffer shared by every record
+    destinations = FlakyDestinations()
+    rules = policy(on_failure="dir:failed", max_pending_bytes=32 * 1024 * 1024, fetch_max_records=1)
+    async with running(FakeFunction(), rules, destinations=destinations) as h:
+        h.source.push(*(rec(o, value=value) for o in range(50)))
+        await settle()
+        await h.advance(1, steps=4)
+        started = destinations.attempts
+        assert 3 <= started <= 5  # each one's event would be ~9.3 MB (base64)
+        assert len(h.source.queues[P0]) == 50 - started  # the rest waits at the source
+        destinations.failing = False
+        await h.advance(5)  # the destination retry
+        await _until(lambda: destinations.delivered == 50, h)
+        assert await h.commit() == {P0: 50, P1: 0}
+    assert h.mapping.statistics().records_failed == 50
+
+
+async def test_the_source_is_opened_with_the_mappings_clock_logger_and_revoke_timeout() -> None:
+    clock = FakeClock()
+    rules = policy(function_timeout=600.0)
+    async with running(FakeFunction(), rules, clock=clock) as h:
+        context = h.source.context
+        assert context is not None
+        assert context.clock is clock
+        assert context.log.name == "streamfn.source.fn-kafka"
+        assert context.revoke_timeout == 600.0 + rules.revoke_grace
+
+
+class ToyFormat:
+    """A format that is not Kafka's (DynamoDB-like), to show the core has no wire format."""
+
+    def batch_event(self, records: Sequence[StreamRecord]) -> bytes:
+        return json.dumps(
+            {"Records": [{"eventID": str(r.offset), "seq": r.offset} for r in records]}
+        ).encode()
+
+    def batch_item_failures(
+        self, payload: bytes, records: Sequence[StreamRecord]
+    ) -> dict[TopicPartition, int]:
+        failed = [int(f["itemIdentifier"]) for f in json.loads(payload)["batchItemFailures"]]
+        return {P0: min(failed)} if failed else {}
+
+    def filter_view(self, record: StreamRecord) -> dict[str, object]:
+        return {"dynamodb": {"seq": record.offset}}
+
+    def failure_record(self, records: Sequence[StreamRecord], failure: Any) -> dict[str, Any]:
+        return {"toy": [r.offset for r in records], "condition": failure.condition}
+
+
+async def test_a_stream_with_its_own_format_gets_its_events_filters_and_partial_responses() -> None:
+    seen: list[list[int]] = []
+    results = [ok({"batchItemFailures": [{"itemIdentifier": "4"}]})]
+
+    async def invoke(request: InvocationRequest) -> InvocationResult:
+        seen.append([r["seq"] for r in json.loads(request.payload)["Records"]])
+        return results.pop(0) if results else ok({"batchItemFailures": []})
+
+    clock = FakeClock()
+    source = FakeSource(clock)
+    rules = policy(
+        filters=('{"dynamodb": {"seq": [{"numeric": ["<", 8]}]}}',),
+        retry={"report_batch_item_failures": True},
+    )
+    mapping = StreamMapping(
+        name="fn-toy",
+        policy=rules,
+        source=source,
+        format=ToyFormat(),
+        invoke=invoke,
+        destinations=None,
+        function_arn="arn",
+        clock=clock,
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(mapping.run)
+        await settle()
+        source.push(*(rec(o) for o in range(10)))
+        await settle()
+        await Harness(mapping, source, clock).advance(2, steps=4)
+        assert seen == [list(range(8)), [4, 5, 6, 7]]  # 8, 9 filtered; redelivered from 4
+        await Harness(mapping, source, clock).advance(0.5)
+        assert source.committed[P0] == 10
+        mapping.stop()
+        await Harness(mapping, source, clock).advance(1)
+
+
+async def test_a_failure_destination_nobody_writes_is_a_config_error() -> None:
+    clock = FakeClock()
+    source = FakeSource(clock)
+    source.destination = lambda target: None  # type: ignore[method-assign]
+    with pytest.raises(ConfigError, match="kafka: destinations are not written by this source"):
+        StreamMapping(
+            name="fn-kafka",
+            policy=policy(on_failure="kafka://orders-dlq"),
+            source=source,
+            format=FORMAT,
+            invoke=FakeFunction(),
+            destinations=None,
+            function_arn="arn",
+            clock=clock,
+        )
+
+
 # -- rebalance and shutdown ---------------------------------------------------------------------
 
 
@@ -760,7 +899,7 @@ async def test_a_source_error_comes_out_of_run_unwrapped_and_the_source_is_close
     clock = FakeClock()
     source = FakeSource(clock)
 
-    async def broken(listener: StreamListener) -> None:
+    async def broken(listener: StreamListener, context: StreamContext) -> None:
         raise SourceError("kafka: cannot connect")
 
     source.open = broken  # type: ignore[method-assign]
@@ -768,6 +907,7 @@ async def test_a_source_error_comes_out_of_run_unwrapped_and_the_source_is_close
         name="fn-kafka",
         policy=policy(),
         source=source,
+        format=FORMAT,
         invoke=FakeFunction(),
         destinations=None,
         function_arn="arn",

@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from connectors.kafka.format import parse_batch_item_failures
 from streamfn.errors import ConfigError
 from streamfn.streams.retry import (
     Bisect,
@@ -22,6 +23,7 @@ from streamfn.streams.retry import (
 )
 from streamfn.types import InvocationResult, Outcome, StreamRecord
 
+PARSE = parse_batch_item_failures  # the Kafka format's reading of partial responses
 NOW = 1_700_000_000_000  # epoch ms; records are produced at NOW - 1000 + offset
 
 
@@ -62,7 +64,7 @@ def offsets(records: tuple[StreamRecord, ...]) -> list[int]:
 
 
 def test_success_commits() -> None:
-    decision = StreamRetryPolicy().decide(item(1, 2), OK, NOW)
+    decision = StreamRetryPolicy().decide(item(1, 2), OK, NOW, parse=PARSE)
     assert decision == Commit(records=item(1, 2).records)
 
 
@@ -71,7 +73,7 @@ def test_function_error_retries_with_capped_exponential_backoff() -> None:
     current = item(1)
     delays = []
     for _ in range(5):
-        decision = policy.decide(current, ERROR, NOW)
+        decision = policy.decide(current, ERROR, NOW, parse=PARSE)
         assert isinstance(decision, Retry) and decision.counted
         delays.append(decision.delay_s)
         current = decision.item
@@ -83,7 +85,9 @@ def test_function_error_retries_with_capped_exponential_backoff() -> None:
 
 @pytest.mark.parametrize("outcome", [Outcome.TIMEOUT, Outcome.CRASHED])
 def test_timeouts_and_crashes_are_counted_function_errors(outcome: Outcome) -> None:
-    decision = StreamRetryPolicy(maximum_retry_attempts=0).decide(item(1), result(outcome), NOW)
+    decision = StreamRetryPolicy(maximum_retry_attempts=0).decide(
+        item(1), result(outcome), NOW, parse=PARSE
+    )
     assert isinstance(decision, Discard)
     assert decision.condition == "RetryAttemptsExhausted"
     assert decision.item.invocations == 1
@@ -94,7 +98,7 @@ def test_retries_exhausted_after_maximum_retry_attempts() -> None:
     current = item(1, 2)
     invocations = 0
     while True:
-        decision = policy.decide(current, ERROR, NOW)
+        decision = policy.decide(current, ERROR, NOW, parse=PARSE)
         invocations += 1
         if not isinstance(decision, Retry):
             break
@@ -110,7 +114,7 @@ def test_default_policy_retries_forever_and_says_so() -> None:
     policy = StreamRetryPolicy()
     current = item(1)
     for _ in range(200):
-        decision = policy.decide(current, ERROR, NOW)
+        decision = policy.decide(current, ERROR, NOW, parse=PARSE)
         assert isinstance(decision, Retry)
         current = decision.item
     assert isinstance(decision, Retry)
@@ -124,10 +128,10 @@ def test_infinite_retries_with_an_on_failure_destination_stop_at_10() -> None:
     assert policy.retry_limit == 10
     current = item(1)
     for _ in range(10):
-        decision = policy.decide(current, ERROR, NOW)
+        decision = policy.decide(current, ERROR, NOW, parse=PARSE)
         assert isinstance(decision, Retry)
         current = decision.item
-    assert isinstance(policy.decide(current, ERROR, NOW), Discard)
+    assert isinstance(policy.decide(current, ERROR, NOW, parse=PARSE), Discard)
 
 
 def test_throttles_are_retried_without_counting() -> None:
@@ -135,27 +139,29 @@ def test_throttles_are_retried_without_counting() -> None:
     current = item(1)
     delays = []
     for _ in range(5):
-        decision = policy.decide(current, THROTTLED, NOW)
+        decision = policy.decide(current, THROTTLED, NOW, parse=PARSE)
         assert isinstance(decision, Retry) and not decision.counted
         assert "not counted" in decision.reason
         delays.append(decision.delay_s)
         current = decision.item
     assert delays == [0.5, 1, 2, 3, 3]
     assert current.retries == 0 and current.invocations == 0 and current.throttles == 5
-    decision = policy.decide(current, ERROR, NOW)  # the first real failure
+    decision = policy.decide(current, ERROR, NOW, parse=PARSE)  # the first real failure
     assert isinstance(decision, Discard) and decision.item.invocations == 1
 
 
 def test_throttle_backoff_restarts_after_the_function_ran() -> None:
     policy = StreamRetryPolicy(maximum_retry_attempts=5)
-    decision = policy.decide(RetryItem(records=item(1).records, throttles=6), ERROR, NOW)
+    decision = policy.decide(
+        RetryItem(records=item(1).records, throttles=6), ERROR, NOW, parse=PARSE
+    )
     assert isinstance(decision, Retry) and decision.item.throttles == 0
 
 
 def test_throttled_records_are_discarded_once_too_old() -> None:
     policy = StreamRetryPolicy(maximum_record_age_s=60)
     old = RetryItem(records=(rec(1, age_s=61),))
-    decision = policy.decide(old, THROTTLED, NOW)
+    decision = policy.decide(old, THROTTLED, NOW, parse=PARSE)
     assert isinstance(decision, Discard) and decision.condition == "RecordAgeExceeded"
     assert decision.item.invocations == 0
 
@@ -179,7 +185,7 @@ def test_records_without_timestamp_do_not_age() -> None:
 def test_failed_records_that_are_too_old_are_discarded_not_retried() -> None:
     policy = StreamRetryPolicy(maximum_record_age_s=60, bisect_on_error=True)
     old = RetryItem(records=(rec(1, age_s=100), rec(2)))
-    decision = policy.decide(old, ERROR, NOW)
+    decision = policy.decide(old, ERROR, NOW, parse=PARSE)
     assert isinstance(decision, Discard) and decision.condition == "RecordAgeExceeded"
     assert decision.reason.startswith("function error")
 
@@ -200,37 +206,41 @@ def test_bisect_down_to_one_record_then_discard_after_retries() -> None:
 
 def test_bisect_does_not_charge_retries() -> None:
     policy = StreamRetryPolicy(maximum_retry_attempts=0, bisect_on_error=True)
-    decision = policy.decide(item(0, 1, 2), ERROR, NOW)
+    decision = policy.decide(item(0, 1, 2), ERROR, NOW, parse=PARSE)
     assert isinstance(decision, Bisect)
     assert offsets(decision.left.records) == [0] and offsets(decision.right.records) == [1, 2]
     assert decision.left.retries == 0 and decision.left.invocations == 1
     assert "not counted" in decision.reason
-    single = policy.decide(decision.left, ERROR, NOW)
+    single = policy.decide(decision.left, ERROR, NOW, parse=PARSE)
     assert isinstance(single, Discard) and single.item.invocations == 2
 
 
 def test_bisected_halves_inherit_charged_retries() -> None:
     policy = StreamRetryPolicy(maximum_retry_attempts=3, bisect_on_error=True)
-    decision = policy.decide(RetryItem(records=item(0, 1).records, retries=3), ERROR, NOW)
+    decision = policy.decide(
+        RetryItem(records=item(0, 1).records, retries=3), ERROR, NOW, parse=PARSE
+    )
     assert isinstance(decision, Bisect) and decision.right.retries == 3
-    assert isinstance(policy.decide(decision.right, ERROR, NOW), Discard)
+    assert isinstance(policy.decide(decision.right, ERROR, NOW, parse=PARSE), Discard)
 
 
 def test_partial_response_ignored_without_the_setting() -> None:
-    decision = StreamRetryPolicy().decide(item(0, 1), partial(("orders-0", 1)), NOW)
+    decision = StreamRetryPolicy().decide(item(0, 1), partial(("orders-0", 1)), NOW, parse=PARSE)
     assert isinstance(decision, Commit)
 
 
 def test_partial_response_finishes_records_before_the_lowest_failed_offset() -> None:
     policy = StreamRetryPolicy(report_batch_item_failures=True, maximum_retry_attempts=1)
-    decision = policy.decide(item(10, 11, 12, 13), partial(("orders-0", 13), ("orders-0", 11)), NOW)
+    decision = policy.decide(
+        item(10, 11, 12, 13), partial(("orders-0", 13), ("orders-0", 11)), NOW, parse=PARSE
+    )
     assert isinstance(decision, Partial)
     assert offsets(decision.finished) == [10]
     assert isinstance(decision.then, Retry) and decision.then.counted
     assert offsets(decision.then.item.records) == [11, 12, 13]  # redelivered from 11
     assert decision.then.item.retries == 1 and decision.then.item.invocations == 1
     assert "partial batch failure (orders-0 from offset 11)" in decision.then.reason
-    again = policy.decide(decision.then.item, partial(("orders-0", 12)), NOW)
+    again = policy.decide(decision.then.item, partial(("orders-0", 12)), NOW, parse=PARSE)
     assert isinstance(again, Partial) and offsets(again.finished) == [11]
     assert isinstance(again.then, Discard) and again.then.condition == "RetryAttemptsExhausted"
     assert offsets(again.then.item.records) == [12, 13] and again.then.item.invocations == 2
@@ -238,7 +248,7 @@ def test_partial_response_finishes_records_before_the_lowest_failed_offset() -> 
 
 def test_partial_response_failing_the_first_record_is_a_plain_retry() -> None:
     policy = StreamRetryPolicy(report_batch_item_failures=True, bisect_on_error=True)
-    decision = policy.decide(item(10, 11), partial(("orders-0", 10)), NOW)
+    decision = policy.decide(item(10, 11), partial(("orders-0", 10)), NOW, parse=PARSE)
     assert isinstance(decision, Retry)  # not bisected: the handler said where it failed
     assert offsets(decision.item.records) == [10, 11]
 
@@ -247,7 +257,7 @@ def test_partial_response_over_several_partitions() -> None:
     policy = StreamRetryPolicy(report_batch_item_failures=True)
     records = (rec(1), rec(2), rec(3), rec(7, 1), rec(8, 1), rec(5, 2))
     decision = policy.decide(
-        RetryItem(records=records), partial(("orders-1", 8), ("orders-0", 2)), NOW
+        RetryItem(records=records), partial(("orders-1", 8), ("orders-0", 2)), NOW, parse=PARSE
     )
     assert isinstance(decision, Partial)
     assert [(r.partition, r.offset) for r in decision.finished] == [(0, 1), (1, 7), (2, 5)]
@@ -262,7 +272,9 @@ def test_partial_response_over_several_partitions() -> None:
 @pytest.mark.parametrize("payload", [b"null", b'"ok"', b"{}", b'{"batchItemFailures": []}'])
 def test_partial_responses_meaning_success(payload: bytes) -> None:
     policy = StreamRetryPolicy(report_batch_item_failures=True)
-    assert isinstance(policy.decide(item(1), result(Outcome.SUCCESS, payload), NOW), Commit)
+    assert isinstance(
+        policy.decide(item(1), result(Outcome.SUCCESS, payload), NOW, parse=PARSE), Commit
+    )
 
 
 @pytest.mark.parametrize(
@@ -278,18 +290,18 @@ def test_malformed_partial_response_is_a_counted_function_error(
     response: InvocationResult,
 ) -> None:
     policy = StreamRetryPolicy(report_batch_item_failures=True, maximum_retry_attempts=1)
-    decision = policy.decide(item(1, 2), response, NOW)
+    decision = policy.decide(item(1, 2), response, NOW, parse=PARSE)
     assert isinstance(decision, Retry) and decision.counted
     assert offsets(decision.item.records) == [1, 2]
     assert decision.reason.startswith("invalid partial batch response")
     bisecting = msgspec.structs.replace(policy, bisect_on_error=True)
-    assert isinstance(bisecting.decide(item(1, 2), response, NOW), Bisect)
+    assert isinstance(bisecting.decide(item(1, 2), response, NOW, parse=PARSE), Bisect)
 
 
 def test_partial_remainder_too_old_is_discarded_for_age() -> None:
     policy = StreamRetryPolicy(report_batch_item_failures=True, maximum_record_age_s=60)
     records = (rec(1, age_s=10), rec(2, age_s=70))
-    decision = policy.decide(RetryItem(records=records), partial(("orders-0", 2)), NOW)
+    decision = policy.decide(RetryItem(records=records), partial(("orders-0", 2)), NOW, parse=PARSE)
     assert isinstance(decision, Partial)
     assert isinstance(decision.then, Discard) and decision.then.condition == "RecordAgeExceeded"
 
@@ -323,7 +335,7 @@ def run(
         current = stack.pop()
         decision: Decision | None = policy.check_age(current, NOW)
         if decision is None:
-            decision = policy.decide(current, invoke(current), NOW)
+            decision = policy.decide(current, invoke(current), NOW, parse=PARSE)
         if isinstance(decision, Partial):
             committed += offsets(decision.finished)
             decision = decision.then

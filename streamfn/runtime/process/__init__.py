@@ -11,7 +11,7 @@ hurt the engine or other functions. The parts, in the order an invocation meets 
 - :mod:`.environment`: one environment as the engine sees it (a Python worker; the
   ``provided`` kind is :mod:`streamfn.runtime.runtime_api`);
 - :mod:`.output`: the environment's stdout/stderr as function log lines;
-- :mod:`.forkserver`: the engine's side of the template process;
+- :mod:`.forkserver`: the engine's side of the template process, replaced if it dies;
 - :mod:`.template`: the template (fork server) process that forks every environment;
 - :mod:`.limits`: memory, /tmp and descriptor limits applied in a new environment;
 - :mod:`.worker`: the Python worker's main loop;

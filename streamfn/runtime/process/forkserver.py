@@ -7,20 +7,31 @@ environment's descriptors and returns the new pid and an :class:`ExitStatus` tha
 when the template reaps that pid; :meth:`ForkServer.kill` asks the template to SIGKILL an
 environment's process group (only the template knows whether the pid is still its child).
 
-Closing the context closes the control socket: the template kills every environment,
-reaps them and exits; the engine waits for it (killing it after a grace period), so no
-process outlives the runtime. If the template dies while the runtime is open, the reader
-raises: no environment can be started any more, which is a broken engine.
+Closing the context closes the control socket: the template kills every environment's
+process group, reaps them and exits; the engine waits for it (killing it after a grace
+period). What holds afterwards: no template, no environment process and nothing left in an
+environment's process group; a process that left its group (``setsid()``, ``setpgid()``)
+and is still running is killed by the template's shutdown too when its parent has died
+(the template, their subreaper, adopted it), but one whose own parent still runs outside
+any group the template knows is beyond its reach until cgroups confine environments.
+
+If the template dies while the runtime is open (a handler killed it, or the OOM killer
+chose it), the reader does not raise: :attr:`ForkServer.died` is set, every environment
+forked by it counts as exited with SIGKILL (they die with it, ``PR_SET_PDEATHSIG``), and a
+spawn in flight raises :class:`TemplateError`. :class:`Templates` starts a new template
+then, so the runtime goes on.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import anyio
 import anyio.abc
@@ -45,7 +56,7 @@ _EXIT_GRACE = 5.0
 
 
 class TemplateError(RuntimeError):
-    """The template process could not start or exited while the runtime was open."""
+    """The template process could not start, or exited before it answered a spawn."""
 
 
 class ExitStatus:
@@ -69,16 +80,24 @@ class ForkServer:
         self._spawning: dict[int, tuple[anyio.Event, list[Spawned]]] = {}
         self._exits: dict[int, ExitStatus] = {}
         self._closing = False
+        self.died = anyio.Event()
+        """Set when the template exited while it was still wanted."""
 
     async def spawn(self, spawn: Spawn, fds: Sequence[int]) -> tuple[int, ExitStatus]:
         """Fork a new environment; the caller keeps (and closes) its copies of ``fds``.
         Raises OSError when the fork fails. Shielded: a fork is a millisecond, and a child
         nobody knows of must not be left behind by a cancellation."""
+        if self.died.is_set():
+            raise TemplateError("the template process exited")
         done, reply = anyio.Event(), list[Spawned]()
         self._spawning[spawn.env_id] = (done, reply)
         with anyio.CancelScope(shield=True):
-            async with self._lock:
-                await self._stream.send_fds(frame(spawn), fds)
+            try:
+                async with self._lock:
+                    await self._stream.send_fds(frame(spawn), fds)
+            except _GONE as exc:
+                self._spawning.pop(spawn.env_id, None)
+                raise TemplateError("the template process exited") from exc
             await done.wait()
         if not reply:
             raise TemplateError("the template process exited")
@@ -111,19 +130,81 @@ class ForkServer:
                         status.returncode = message.returncode
                         status.max_rss_kb = message.max_rss_kb
                         status.event.set()
-        except (*_GONE, anyio.IncompleteRead) as exc:
-            if not self._closing:
-                raise TemplateError("the template process exited unexpectedly") from exc
+        except (*_GONE, anyio.IncompleteRead):
+            pass  # the template has gone
         finally:
             self._release_waiters()
 
     def _release_waiters(self) -> None:
-        """No more reports will come: wake whoever waits for a spawn or an exit (the
-        template kills every environment when it goes, and they die with it)."""
+        """No more reports will come: wake whoever waits for a spawn or an exit. At a
+        close the template killed every environment; if it died, they die with it."""
+        died = not self._closing
         for done, _ in self._spawning.values():
             done.set()
+        self._spawning.clear()
         for status in self._exits.values():
+            if died:
+                status.returncode = -signal.SIGKILL  # PR_SET_PDEATHSIG
             status.event.set()
+        self._exits.clear()
+        if died:
+            self.died.set()
+
+
+class Templates:
+    """The template process the runtime forks from, replaced when it dies.
+
+    Who calls: the process runtime runs :meth:`run` as a task of its own for as long as it
+    is open, and asks :meth:`current` for the template before each fork. ``on_death`` is
+    called (synchronously) once a template has died, before its replacement starts, so the
+    runtime can drop the environments that died with it. :meth:`run` raises TemplateError
+    when a template cannot be started; cancelling it stops the template in use.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        log: logging.Logger,
+        on_death: Callable[[ForkServer], None] = lambda server: None,
+    ) -> None:
+        self._clock = clock
+        self._log = log
+        self.on_death = on_death
+        self._current: ForkServer | None = None
+        self._ready = anyio.Event()
+        self.started = 0
+        """Templates started so far (1 + replacements)."""
+        self.storage = "rlimit"
+
+    async def current(self) -> ForkServer:
+        """The live template (waits while a replacement starts)."""
+        while True:
+            server = self._current
+            if server is not None and not server.died.is_set():
+                return server
+            if self._ready.is_set():  # it was set for the template that died
+                self._ready = anyio.Event()
+            await self._ready.wait()
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Keep a template running; ``task_status.started()`` once the first one is up."""
+        while True:
+            async with open_fork_server(clock=self._clock) as server:
+                self._current = server
+                self.storage = server.storage
+                if not self.started:
+                    task_status.started()
+                self.started += 1
+                self._ready.set()
+                await server.died.wait()
+            self._log.error(
+                f"the template process (pid {server.pid}) died; its environments died with "
+                "it; starting a new one"
+            )
+            self.on_death(server)
 
 
 @contextlib.asynccontextmanager

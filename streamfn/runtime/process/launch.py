@@ -16,6 +16,7 @@ which no configuration overrides. Nothing else of the engine's environment gets 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -26,15 +27,18 @@ from pathlib import Path
 import anyio.abc
 
 from streamfn.clock import Clock
-from streamfn.config import FunctionConfig
 from streamfn.runtime.context import log_stream_name
+from streamfn.runtime.envelope import VERSION, Style
+from streamfn.runtime.policy import FunctionSpec
 from streamfn.runtime.process.environment import Environment, InitError, WorkerEnvironment
 from streamfn.runtime.process.forkserver import ForkServer
 from streamfn.runtime.process.output import OutputReader
 from streamfn.runtime.process.protocol import Spawn
 
-VERSION = "$LATEST"
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
+PYTHON_RUNTIME_API = "127.0.0.1:9001"
+RUNTIME_DIR = str(Path(__file__).resolve().parent.parent)
+"""``LAMBDA_RUNTIME_DIR`` of ``python`` environments: the runtime's code (streamfn.runtime)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +47,7 @@ class Launch:
 
     env_id: int
     function: str
-    config: FunctionConfig
-    code_dir: Path
+    config: FunctionSpec
     region: str
     base_dir: Path
     provisioned: bool
@@ -53,15 +56,27 @@ class Launch:
 async def launch(
     server: ForkServer, what: Launch, *, clock: Clock, log: logging.Logger
 ) -> Environment:
-    """Fork a new environment. Raises InitError when the fork fails."""
+    """Fork a new environment. Raises InitError when the fork fails, TemplateError when
+    the template dies before it has forked."""
     tmp_dir = what.base_dir / f"{what.function}-{what.env_id}"
     tmp_dir.mkdir(mode=0o700)
+    try:
+        return await _fork(server, what, tmp_dir, clock=clock, log=log)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp_dir.rmdir()  # nothing has run in it
+        raise
+
+
+async def _fork(
+    server: ForkServer, what: Launch, tmp_dir: Path, *, clock: Clock, log: logging.Logger
+) -> Environment:
     stream = log_stream_name(clock.time(), VERSION)
     spawn = Spawn(
         env_id=what.env_id,
         kind="python",
         handler=what.config.handler,
-        code_dir=str(what.code_dir),
+        code_dir=str(what.config.code_dir),
         environ=environ(what, tmp_dir, stream),
         tmp_dir=str(tmp_dir),
         memory_mb=what.config.memory_size,
@@ -70,8 +85,14 @@ async def launch(
     if what.config.runtime == "provided":
         from streamfn.runtime.runtime_api import start_provided
 
-        bootstrap = str(what.code_dir / (what.config.bootstrap or "bootstrap"))
-        return await start_provided(spawn, server, clock=clock, log=log, bootstrap=bootstrap)
+        bootstrap = str(what.config.bootstrap or what.config.code_dir / "bootstrap")
+        return await start_provided(
+            spawn,
+            server,
+            clock=clock,
+            bootstrap=bootstrap,
+            output=lambda fd: output_reader(fd, what.config, log),
+        )
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     out_r, out_w = os.pipe()
     try:
@@ -91,12 +112,18 @@ async def launch(
         function=what.function,
         pid=pid,
         exit=exit,
-        output=OutputReader(out_r, log=log, clock=clock),
+        output=output_reader(out_r, what.config, log),
         tmp_dir=tmp_dir,
         server=server,
         provisioned=what.provisioned,
         log_stream_name=stream,
     )
+
+
+def output_reader(fd: int, config: FunctionSpec, log: logging.Logger) -> OutputReader:
+    """The reader of an environment's output pipe (read end ``fd``)."""
+    level = Style.of(config).min_application_level
+    return OutputReader(fd, log=log, function=config.name, min_level=level)
 
 
 def environ(what: Launch, tmp_dir: Path, stream: str) -> dict[str, str]:
@@ -120,13 +147,32 @@ def environ(what: Launch, tmp_dir: Path, stream: str) -> dict[str, str]:
             ),
             "AWS_REGION": what.region,
             "AWS_DEFAULT_REGION": what.region,
-            "_HANDLER": config.handler.replace(":", "."),
-            "LAMBDA_TASK_ROOT": str(what.code_dir),
+            "_HANDLER": handler_variable(config),
+            "LAMBDA_TASK_ROOT": str(config.code_dir),
             "TZ": ":UTC",
             "TMPDIR": str(tmp_dir),
         }
     )
+    if config.log_format == "JSON":
+        variables["AWS_LAMBDA_LOG_FORMAT"] = "JSON"
+        variables["AWS_LAMBDA_LOG_LEVEL"] = config.application_log_level
     if config.runtime == "python":
         version = f"{sys.version_info[0]}.{sys.version_info[1]}"
         variables["AWS_EXECUTION_ENV"] = f"AWS_Lambda_python{version}"
+        # AWS's address of the Runtime API; the worker gets its invocations over its
+        # socket, so nothing answers there (code that only checks for it sees Lambda)
+        variables["AWS_LAMBDA_RUNTIME_API"] = PYTHON_RUNTIME_API
+        variables["LAMBDA_RUNTIME_DIR"] = RUNTIME_DIR
+    else:  # provided: AWS_LAMBDA_RUNTIME_API is the environment's own endpoint
+        bootstrap = config.bootstrap or config.code_dir / "bootstrap"
+        variables["LAMBDA_RUNTIME_DIR"] = str(bootstrap.parent)
     return variables
+
+
+def handler_variable(config: FunctionSpec) -> str:
+    """``_HANDLER``: the handler setting as written (``provided``: free-form, for the
+    bootstrap to read); streamfn's ``module:function`` is shown in AWS's form."""
+    if config.runtime == "provided" or ":" not in config.handler:
+        return config.handler
+    module, _, attr = config.handler.partition(":")
+    return f"{module}.{attr}"

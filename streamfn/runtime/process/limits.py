@@ -20,7 +20,9 @@ each limit does, and where it is weaker than Lambda's micro-VM:
   that hard-codes ``/tmp/...`` instead of using ``tempfile``/``TMPDIR`` is not isolated.
 - **file descriptors**: ``RLIMIT_NOFILE`` 1024, as on AWS.
 - **lifetime**: ``PR_SET_PDEATHSIG`` kills a worker whose template dies, and each
-  environment is its own process group, so a kill reaches the processes it started.
+  environment is its own process group, so a kill reaches the processes it started; the
+  template, their subreaper, kills what leaves the group (see its module docstring). A
+  process whose parent still runs and that left the group is not reached until then.
 """
 
 from __future__ import annotations

@@ -18,11 +18,16 @@ Theory of operation:
 - Every ending is a result: a reply (success, function error, ``Runtime.OutOfMemory``,
   ``Runtime.ExitError`` for ``sys.exit``); a timeout (SIGKILL the environment's process
   group, ``Sandbox.Timedout``, ``Status: timeout``); a process that died without replying
-  (``Runtime.ExitError`` with its exit status or signal). Output still in the pipe is
-  logged before END and REPORT; ``Max Memory Used`` is the environment's peak RSS.
+  (``Runtime.ExitError`` with its exit status or signal; what it started in its process
+  group is killed with it). Output still in the pipe is logged before END and REPORT;
+  ``Max Memory Used`` is the environment's peak RSS.
 - After the invocation the environment goes back to the pool, unless it is gone or must be
   replaced; idle on-demand environments are closed after ``keep_warm`` seconds, and a
   provisioned one that ends is started again.
+- The template is replaced when it dies (a handler killed it, the OOM killer chose it):
+  the environments it forked die with it, so each invocation running in one ends as a
+  crash (``Runtime.ExitError``, ``signal: killed``), idle ones are dropped, provisioned
+  ones are started again, and the next invocation forks from the new template.
 - Cancellation (engine shutdown past its grace period) closes the environment the
   invocation was running in; closing the runtime closes every environment and the
   template, and waits for them to be reaped.
@@ -44,23 +49,24 @@ import anyio.abc
 import msgspec
 
 from streamfn.clock import Clock
-from streamfn.config import Config, FunctionConfig
-from streamfn.errors import ConfigError, HandlerImportError
-from streamfn.runtime import logs
-from streamfn.runtime.base import FUNCTION_LOGGER, function_arn
+from streamfn.errors import HandlerImportError
+from streamfn.runtime import envelope, logs
+from streamfn.runtime.base import FUNCTION_LOGGER
 from streamfn.runtime.deadlines import Deadlines
+from streamfn.runtime.invocation import Ended
+from streamfn.runtime.policy import FunctionSpec, RuntimePolicy
 from streamfn.runtime.process.environment import (
     Environment,
     InitError,
     Reply,
     crash_reply,
 )
-from streamfn.runtime.process.forkserver import ForkServer, open_fork_server
+from streamfn.runtime.process.forkserver import ForkServer, TemplateError, Templates
 from streamfn.runtime.process.launch import Launch, launch
 from streamfn.runtime.process.protocol import Invoke
-from streamfn.types import InvocationRequest, InvocationResult, Outcome, Report
+from streamfn.runtime.tracing import trace_header
+from streamfn.types import InvocationRequest, InvocationResult, Outcome
 
-VERSION = "$LATEST"
 INIT_LIMIT = 10.0
 
 
@@ -71,13 +77,15 @@ class ProcessRuntimeStatistics(msgspec.Struct, frozen=True, kw_only=True):
     """Warm environments waiting for an invocation, per function."""
     storage: str
     """How /tmp is limited: ``tmpfs`` (a private mount per environment) or ``rlimit``."""
+    templates: int = 1
+    """Template processes started: 1, plus one for each that died and was replaced."""
 
 
 class _Pool:
-    def __init__(self, name: str, config: FunctionConfig, code_dir: Path) -> None:
-        self.name = name
-        self.config = config
-        self.code_dir = code_dir
+    def __init__(self, spec: FunctionSpec) -> None:
+        self.name = spec.name
+        self.config = spec
+        self.style = envelope.Style.of(spec)
         self.idle: list[Environment] = []  # most recently used last
         self.provisioned = 0  # live provisioned environments
 
@@ -87,20 +95,17 @@ class ProcessRuntime:
 
     def __init__(
         self,
-        config: Config,
-        server: ForkServer,
+        policy: RuntimePolicy,
+        templates: Templates,
         tasks: anyio.abc.TaskGroup,
         *,
         clock: Clock,
         log: logging.Logger,
         base_dir: Path,
     ) -> None:
-        self._service = config.service
-        self._pools = {
-            name: _Pool(name, function, config.code_dir(name))
-            for name, function in config.functions.items()
-        }
-        self._server = server
+        self._policy = policy
+        self._pools = {name: _Pool(spec) for name, spec in policy.functions.items()}
+        self._templates = templates
         self._tasks = tasks
         self._clock = clock
         self._log = log
@@ -123,19 +128,16 @@ class ProcessRuntime:
         except InitError as exc:
             return self._init_failed(pool, rid, exc, began)
         init_ms, env.init_ms = env.init_ms, None
-        self._log.info(logs.start_line(rid, VERSION))
+        style = pool.style
+        envelope.start(self._log, rid, style=style, now=self._clock.time())
         env.output.request_id = rid
         invoke = Invoke(
             request_id=rid,
             payload=request.payload,
             remaining_ms=timeout * 1000,
-            invoked_function_arn=function_arn(
-                pool.name,
-                region=self._service.region,
-                account=self._service.account,
-                qualifier=request.qualifier,
-            ),
+            invoked_function_arn=self._policy.arn(pool.name, request.qualifier),
             log_stream_name=env.log_stream_name,
+            trace_id=trace_header(request.trace_context, now=self._clock.time()),
         )
         started = self._clock.monotonic()
         reply: Reply | None = None
@@ -147,41 +149,29 @@ class ProcessRuntime:
             self._discard(env)
             raise
         duration_ms = (self._clock.monotonic() - started) * 1000
-        timed_out = reply is None and expiry.cancelled_caught
         if reply is None:
             with anyio.CancelScope(shield=True):  # a moment: the template reaps at once
                 await env.kill()
                 reason = await env.died()
-            if timed_out:
-                self._log.error(logs.timeout_log_line(rid, timeout, self._clock.time()))
-                payload = logs.timeout_payload(rid, timeout)
-                reply = Reply(Outcome.TIMEOUT, payload, "Sandbox.Timedout", None, 0, True)
+            if expiry.cancelled_caught:
+                ended = envelope.timed_out(self._log, rid, timeout, self._clock.time(), style=style)
+                reply = Reply(ended.outcome, ended.payload, ended.error_type, replace=True)
             else:
                 reply = crash_reply(rid, reason, env.exit.max_rss_kb)
         env.output.drain()
         env.output.request_id = None
-        for line in logs.error_log_lines(reply.error) if reply.error else ():
-            self._log.error(line)
-        report = Report(
+        self._release(pool, env, replace=reply.replace)
+        return envelope.finish(
+            self._log,
+            rid,
+            Ended(reply.outcome, reply.payload, reply.error_type, reply.error),
             duration_ms=duration_ms,
-            billed_duration_ms=logs.billed_duration(
-                duration_ms, timeout=timeout if timed_out else None
-            ),
             memory_size_mb=pool.config.memory_size,
             max_memory_used_mb=math.ceil((reply.max_rss_kb or env.exit.max_rss_kb) / 1024),
             init_duration_ms=init_ms,
-            timed_out=timed_out,
-        )
-        self._log.info(logs.end_line(rid))
-        self._log.info(logs.report_line(rid, report))
-        self._release(pool, env, replace=reply.replace)
-        return InvocationResult(
-            request_id=rid,
-            outcome=reply.outcome,
-            payload=reply.payload,
-            executed_version=VERSION,
-            error_type=reply.error_type,
-            report=report,
+            timeout=timeout,
+            style=style,
+            now=self._clock.time(),
         )
 
     async def prestart(self) -> None:
@@ -190,7 +180,7 @@ class ProcessRuntime:
         plan = [
             (p, True) for p in self._pools.values() for _ in range(p.config.provisioned_concurrency)
         ]
-        budget = self._service.max_concurrency - len(plan)
+        budget = self._policy.max_concurrency - len(plan)
         for pool in self._pools.values():
             if not pool.config.provisioned_concurrency and budget > 0:
                 plan.append((pool, False))
@@ -234,11 +224,20 @@ class ProcessRuntime:
         return ProcessRuntimeStatistics(
             environments=self._live,
             idle={name: len(pool.idle) for name, pool in self._pools.items()},
-            storage=self._server.storage,
+            storage=self._templates.storage,
+            templates=self._templates.started,
         )
 
     def close(self) -> None:
         self._closing = True
+
+    def template_died(self, server: ForkServer) -> None:
+        """The template died and its environments with it: drop the idle ones now (the
+        provisioned among them are started again, on its replacement)."""
+        for pool in self._pools.values():
+            for env in [env for env in pool.idle if not env.alive]:
+                pool.idle.remove(env)
+                self._discard(env)
 
     async def _acquire(self, pool: _Pool) -> Environment:
         while pool.idle:
@@ -309,24 +308,32 @@ class ProcessRuntime:
         return env
 
     async def _spawn(self, pool: _Pool, *, provisioned: bool) -> Environment:
-        return await launch(
-            self._server,
-            Launch(
+        """Fork from the live template; once more from its replacement if it dies during
+        the fork. Raises InitError."""
+        for attempt in range(2):
+            what = Launch(
                 env_id=next(self._ids),
                 function=pool.name,
                 config=pool.config,
-                code_dir=pool.code_dir,
-                region=self._service.region,
+                region=self._policy.region,
                 base_dir=self._base_dir,
                 provisioned=provisioned,
-            ),
-            clock=self._clock,
-            log=self._log,
-        )
+            )
+            server = await self._templates.current()
+            try:
+                return await launch(server, what, clock=self._clock, log=self._log)
+            except TemplateError as exc:
+                if attempt:
+                    raise InitError("Runtime.Unknown", str(exc)) from exc
+                # its control channel is gone; wait (briefly) until the reader knows, so
+                # current() returns its replacement
+                with self._deadlines.limit(self._clock.monotonic() + 1.0):
+                    await server.died.wait()
+        raise AssertionError("unreachable")
 
     def _make_room(self) -> None:
         """At ``max_concurrency`` environments, close the least recently used idle one."""
-        if self._live < self._service.max_concurrency:
+        if self._live < self._policy.max_concurrency:
             return
         idle = [
             (env.last_used, env.env_id, pool, env)
@@ -342,48 +349,34 @@ class ProcessRuntime:
     def _init_failed(self, pool: _Pool, rid: str, exc: InitError, began: float) -> InvocationResult:
         init_ms = (self._clock.monotonic() - began) * 1000
         error = logs.fault_object(exc.message, exc.error_type, request_id=rid)
-        self._log.info(logs.start_line(rid, VERSION))
-        for line in logs.error_log_lines(error):
-            self._log.error(line)
-        report = Report(
+        now = self._clock.time()
+        envelope.start(self._log, rid, style=pool.style, now=now)
+        return envelope.finish(
+            self._log,
+            rid,
+            Ended(Outcome.FUNCTION_ERROR, msgspec.json.encode(error), exc.error_type, error),
             duration_ms=0.0,
-            billed_duration_ms=logs.billed_duration(0.0),
             memory_size_mb=pool.config.memory_size,
             max_memory_used_mb=0,
             init_duration_ms=init_ms,
-        )
-        self._log.info(logs.end_line(rid))
-        self._log.info(logs.report_line(rid, report))
-        return InvocationResult(
-            request_id=rid,
-            outcome=Outcome.FUNCTION_ERROR,
-            payload=msgspec.json.encode(error),
-            executed_version=VERSION,
-            error_type=exc.error_type,
-            report=report,
+            timeout=pool.config.timeout,
+            style=pool.style,
+            now=now,
         )
 
 
 @contextlib.asynccontextmanager
 async def open_process_runtime(
-    config: Config, *, clock: Clock, log: logging.Logger | None = None
+    policy: RuntimePolicy, *, clock: Clock, log: logging.Logger | None = None
 ) -> AsyncIterator[ProcessRuntime]:
     """Start the template and each function's first environments, then yield the runtime.
-    Raises HandlerImportError (a handler or bootstrap fails its init) and ConfigError
-    (provisioned environments beyond ``max_concurrency``)."""
-    provisioned = sum(f.provisioned_concurrency for f in config.functions.values())
-    if provisioned > config.service.max_concurrency:
-        name = next(n for n, f in config.functions.items() if f.provisioned_concurrency)
-        raise ConfigError(
-            f"{provisioned} provisioned environments in all exceed service.max_concurrency "
-            f"({config.service.max_concurrency})",
-            file=config.path,
-            path=f"functions.{name}.provisioned_concurrency",
-        )
+    Raises HandlerImportError (a handler or bootstrap fails its init). The policy's
+    provisioned environments must fit in its ``max_concurrency``
+    (:func:`streamfn.policies.runtime_policy` checks it)."""
     base_dir = Path(tempfile.mkdtemp(prefix="streamfn-env-"))
     try:
         with _unwrapped():
-            async with _opened(config, clock, log, base_dir) as runtime:
+            async with _opened(policy, clock, log, base_dir) as runtime:
                 yield runtime
     finally:
         await anyio.to_thread.run_sync(_remove_tree, base_dir)
@@ -391,25 +384,33 @@ async def open_process_runtime(
 
 @contextlib.asynccontextmanager
 async def _opened(
-    config: Config, clock: Clock, log: logging.Logger | None, base_dir: Path
+    policy: RuntimePolicy, clock: Clock, log: logging.Logger | None, base_dir: Path
 ) -> AsyncIterator[ProcessRuntime]:
-    async with open_fork_server(clock=clock) as server, anyio.create_task_group() as tasks:
-        runtime = ProcessRuntime(
-            config,
-            server,
-            tasks,
-            clock=clock,
-            log=log or logging.getLogger(FUNCTION_LOGGER),
-            base_dir=base_dir,
-        )
+    templates = Templates(clock=clock, log=logging.getLogger("streamfn.runtime"))
+    async with anyio.create_task_group() as supervisor:
+        await supervisor.start(templates.run)
         try:
-            tasks.start_soon(runtime.run_watchdog)
-            await runtime.prestart()
-            tasks.start_soon(runtime.run_reaper)
-            yield runtime
+            # environments' tasks end before the template goes (it reaps them)
+            async with anyio.create_task_group() as tasks:
+                runtime = ProcessRuntime(
+                    policy,
+                    templates,
+                    tasks,
+                    clock=clock,
+                    log=log or logging.getLogger(FUNCTION_LOGGER),
+                    base_dir=base_dir,
+                )
+                templates.on_death = runtime.template_died
+                try:
+                    tasks.start_soon(runtime.run_watchdog)
+                    await runtime.prestart()
+                    tasks.start_soon(runtime.run_reaper)
+                    yield runtime
+                finally:
+                    runtime.close()
+                    tasks.cancel_scope.cancel()
         finally:
-            runtime.close()
-            tasks.cancel_scope.cancel()
+            supervisor.cancel_scope.cancel()
 
 
 @contextlib.contextmanager

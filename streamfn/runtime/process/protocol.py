@@ -98,6 +98,8 @@ class Invoke(_Message, frozen=True):
     remaining_ms: int
     invoked_function_arn: str
     log_stream_name: str
+    trace_id: str = ""
+    """The X-Ray trace header (``_X_AMZN_TRACE_ID``); empty: none."""
 
 
 class Done(_Message, frozen=True):

@@ -19,10 +19,16 @@ Theory of operation (one thread, one blocking ``select`` loop):
   :mod:`~streamfn.runtime.process.limits`; then it runs the Python worker or ``exec``s the
   ``provided`` bootstrap;
 - the template is the parent (and the subreaper) of every environment: SIGCHLD wakes the
-  loop, it reaps and reports :class:`Exited` with the status and peak RSS; ``Kill`` is
-  honoured only for a child not yet reaped, so a reused pid is never hit;
+  loop; it looks at an exited environment before reaping it (``waitid(WNOWAIT)``: the
+  zombie keeps its pid, and so its process group id, from being reused), SIGKILLs its
+  process group — whatever the handler started goes with it, however the environment
+  ended — then reaps it and reports :class:`Exited` with the status and peak RSS; ``Kill``
+  is honoured only for a child not yet reaped, so a reused pid is never hit;
+- orphans adopted as subreaper that are in no live environment's process group (they
+  called ``setsid()`` and their parent has gone) are killed after every reap: a process
+  that left its environment's group belongs to no environment, and cannot outlive one;
 - end of input on the control socket (the engine closed it, or died): kill every
-  environment, reap, exit.
+  environment's group and every child, adopted ones too, until none is left; exit.
 """
 
 from __future__ import annotations
@@ -166,40 +172,74 @@ class _Template:
 
     def _reap(self) -> None:
         while True:
-            try:
-                pid, status, usage = os.wait4(-1, os.WNOHANG)
+            try:  # look first: while unreaped, the zombie keeps its pid and pgid taken
+                seen = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 return
-            if pid == 0:
+            if seen is None:
                 return
+            pid = seen.si_pid
+            if pid in self._children:
+                # an environment ended (by itself, or killed): what it started in its group
+                # goes with it, before anyone hears of the exit
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, signal.SIGKILL)
+            _, status, usage = os.wait4(pid, 0)  # a zombie already: does not block
             if pid in self._children:  # else an orphan adopted as subreaper
                 self._children.discard(pid)
                 self._tmp_dirs.pop(pid, None)  # the engine removes it now
                 code = os.waitstatus_to_exitcode(status)
                 self._send(Exited(pid=pid, returncode=code, max_rss_kb=usage.ru_maxrss))
+            self._sweep()
+
+    def _sweep(self) -> None:
+        """Kill the orphans we adopted that are in no live environment's process group:
+        processes that left their group (``setsid()``) and outlived their parent. Each is
+        our child until we reap it, so its pid cannot have been reused."""
+        for pid in _adopted() - self._children:
+            with contextlib.suppress(OSError):
+                if os.getpgid(pid) not in self._children:
+                    os.kill(pid, signal.SIGKILL)
 
     def _shutdown(self) -> None:
         for pid in list(self._children):
             self._kill(pid)
-        for pid in list(self._children):
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
         self._children.clear()
+        while True:  # kill and reap every child, adopted orphans too, until none is left
+            for pid in _adopted():
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            try:
+                os.wait4(-1, 0)
+            except ChildProcessError:
+                break
         # the engine removes these after we exit; if it died first, nobody else will
         for path in self._tmp_dirs.values():
             shutil.rmtree(path, ignore_errors=True)
             with contextlib.suppress(OSError):
                 os.rmdir(os.path.dirname(path))  # the runtime's directory, once empty
-        while True:  # orphans of the killed groups are ours to reap too
-            try:
-                if os.wait4(-1, os.WNOHANG)[0] == 0:
-                    return
-            except ChildProcessError:
-                return
 
     def _send(self, message: Hello | Spawned | Exited) -> None:
         with contextlib.suppress(OSError):  # the engine is gone: the next read sees EOF
             self._control.sendall(frame(message))
+
+
+def _adopted() -> set[int]:
+    """This process's children (the template's: its environments and adopted orphans)."""
+    me = os.getpid()
+    try:
+        with open(f"/proc/{me}/task/{me}/children", encoding="ascii") as children:
+            return {int(pid) for pid in children.read().split()}
+    except OSError:  # no CONFIG_PROC_CHILDREN: look through every process
+        found = set()
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
+                        fields = stat.read().rpartition(")")[2].split()
+                    if int(fields[1]) == me:
+                        found.add(int(entry))
+        return found
 
 
 def _drain(fd: int) -> bool:

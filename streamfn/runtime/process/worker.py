@@ -4,12 +4,17 @@ Runs in a child forked from the template (:mod:`~streamfn.runtime.process.templa
 the limits are applied, with its stdout and stderr on the output pipe:
 
 1. **Init**: make stdout and stderr unbuffered (as AWS's runtime does, so nothing is lost
-   if the process dies), point :mod:`tempfile` at the environment's /tmp, put the code
-   directory first on ``sys.path``, import the handler once, and say :class:`Ready` with
-   the time it took — or :class:`InitFailed` with Lambda's error type, and exit.
+   if the process dies), give the root logger Lambda's handler
+   (:mod:`streamfn.runtime.lambda_logging`, per ``AWS_LAMBDA_LOG_FORMAT`` and
+   ``AWS_LAMBDA_LOG_LEVEL``, writing to stdout), point :mod:`tempfile` at the
+   environment's /tmp, put the code directory first on ``sys.path``, import the handler
+   once, and say :class:`Ready` with the time it took — or :class:`InitFailed` with
+   Lambda's error type, and exit.
 2. **Invoke**, one at a time, for as long as the engine keeps the environment: decode the
-   :class:`Invoke`, call the handler through :mod:`streamfn.runtime.invocation` (the same
-   code the inline runtime uses), answer one :class:`Done` with the peak RSS. ``async def``
+   :class:`Invoke`, set the request id log records carry and ``_X_AMZN_TRACE_ID`` (deleted
+   when the invocation has none, as AWS's runtime does), call the handler through
+   :mod:`streamfn.runtime.invocation` (the same code the inline runtime uses), answer one
+   :class:`Done` with the peak RSS. ``async def``
    handlers run on one event loop kept for the environment's life, so loop-bound objects
    made at module level stay usable.
 3. **Exit** after answering when the environment cannot go on: MemoryError (the address
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
 import resource
 import socket
@@ -38,9 +44,11 @@ import msgspec
 
 from streamfn.clock import SystemClock
 from streamfn.errors import HandlerImportError
-from streamfn.runtime import invocation
+from streamfn.runtime import invocation, lambda_logging
 from streamfn.runtime.context import LambdaContext
+from streamfn.runtime.envelope import VERSION
 from streamfn.runtime.handlers import Handler, load_handler
+from streamfn.runtime.policy import LogFormat
 from streamfn.runtime.process import limits
 from streamfn.runtime.process.protocol import (
     HEADER,
@@ -55,14 +63,16 @@ from streamfn.runtime.process.protocol import (
 )
 from streamfn.types import Outcome
 
-VERSION = "$LATEST"
 _CLOCK = SystemClock()
+_request_id: str | None = None
+"""The invocation running (log records carry it)."""
 
 
 def run(spawn: Spawn, channel: socket.socket) -> NoReturn:
     """The worker's life; never returns."""
     started = time.perf_counter()
     _unbuffered_stdio()
+    _lambda_logging()
     tempfile.tempdir = spawn.tmp_dir
     sys.path.insert(0, spawn.code_dir)
     try:
@@ -83,7 +93,9 @@ def run(spawn: Spawn, channel: socket.socket) -> NoReturn:
         if len(header) < HEADER.size:
             os._exit(0)  # the engine closed the channel
         body = reader.read(body_length(header))
-        done, status = worker.invoke(worker_down.decode(body))
+        invoke = worker_down.decode(body)
+        _begin(invoke)
+        done, status = worker.invoke(invoke)
         _send(channel, done)
         if status is not None:
             os._exit(status)
@@ -161,6 +173,28 @@ class _Worker:
         return invocation.Ended(
             Outcome.CRASHED, msgspec.json.encode(error), "Runtime.OutOfMemory", error
         )
+
+
+def _begin(message: Invoke) -> None:
+    global _request_id
+    _request_id = message.request_id
+    if message.trace_id:
+        os.environ["_X_AMZN_TRACE_ID"] = message.trace_id
+    else:
+        os.environ.pop("_X_AMZN_TRACE_ID", None)
+
+
+def _lambda_logging() -> None:
+    json_format = os.environ.get("AWS_LAMBDA_LOG_FORMAT", "").upper() == "JSON"
+    log_format: LogFormat = "JSON" if json_format else "Text"
+    logging.Formatter.converter = time.gmtime  # as AWS's runtime: every formatter in UTC
+    lambda_logging.install(
+        logging.getLogger(),
+        log_format=log_format,
+        log_level=os.environ.get("AWS_LAMBDA_LOG_LEVEL"),
+        write=lambda text: sys.stdout.write(text),
+        request_id=lambda: _request_id,
+    )
 
 
 def _exit_status(payload: bytes) -> int:

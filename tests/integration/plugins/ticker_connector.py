@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import anyio
+
 from streamfn.config import SourceConfig
 from streamfn.errors import SourceError
 from streamfn.events.contract import SourceContext
@@ -11,6 +13,8 @@ from streamfn.plugins import Connector
 class TickerConfig(SourceConfig, tag="ticker", frozen=True, kw_only=True):
     count: int = 3
     fail_after: bool = False
+    crash: bool = False
+    """Fail in an unexpected way (a bug in the plugin), inside a task group of its own."""
 
 
 class TickerSource:
@@ -26,6 +30,13 @@ class TickerSource:
             await context.emit(event, f"tick-{i}", checkpoint=("next", str(i + 1).encode()))
         if self._config.fail_after:
             raise SourceError("ticker lost its clock")
+        if self._config.crash:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_read_settings, {})
+
+
+async def _read_settings(settings: dict[str, str]) -> None:
+    settings["interval"]  # a KeyError: the bug
 
 
 plugin = Connector(name="ticker", config=TickerConfig, create=TickerSource)

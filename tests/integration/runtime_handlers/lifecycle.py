@@ -3,6 +3,7 @@
 import asyncio
 import ctypes
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -46,6 +47,37 @@ def exit_(event, context):
     if how == "sys.exit":
         sys.exit(2)
     return {"pid": os.getpid()}
+
+
+def leave_child(event, context):
+    """Fork a child that writes its pid to ``event["pid_file"]`` and sleeps a minute (after
+    ``setsid()`` when ``event["setsid"]``); then end as ``event["then"]`` says: ``exit`` (the
+    worker dies at once, ``os._exit(1)``) or ``return`` (the child keeps running while the
+    environment is warm)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            if event.get("setsid"):
+                os.setsid()
+            with open(event["pid_file"] + ".part", "w") as out:
+                out.write(str(os.getpid()))
+            os.rename(event["pid_file"] + ".part", event["pid_file"])
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    while not os.path.exists(event["pid_file"]):
+        time.sleep(0.001)
+    if event["then"] == "exit":
+        os._exit(1)
+    return {"pid": os.getpid()}
+
+
+def kill_template(event, context):
+    """Kill the fork-server template this environment was forked from."""
+    if event.get("kill", True):
+        os.kill(os.getppid(), signal.SIGKILL)
+        time.sleep(30)  # the kernel kills this worker with its parent (PR_SET_PDEATHSIG)
+    return {"pid": os.getpid(), "template": os.getppid()}
 
 
 def hog(event, context):

@@ -1,6 +1,6 @@
 """The Postgres state store, against the real server: what test_state_store_contract.py
-does not cover for every backend, and what a fleet relies on — disjoint leases, one owner
-per key, a crashed instance's events coming back.
+does not cover for every backend, and what a fleet relies on — disjoint leases, a crashed
+instance's events coming back.
 
 Each test runs in a fresh schema (named in the URL's search_path), dropped afterwards.
 Times are passed in, never read: each test picks its own ``now``. Postgres is required:
@@ -18,13 +18,12 @@ import psycopg
 import pytest
 
 from streamfn.errors import RetriableStateError, StateError
-from streamfn.state.base import Claim, ClaimState, StateStore
+from streamfn.state.base import Claim, ClaimState, Completion, Settlement, StateStore
 from streamfn.state.postgres import PostgresStore, open_postgres_store
 
 pytestmark = pytest.mark.anyio
 
 NEW = Claim(ClaimState.NEW)
-IN_PROGRESS = Claim(ClaimState.IN_PROGRESS)
 
 Opener = Callable[[], AbstractAsyncContextManager[PostgresStore]]
 
@@ -59,12 +58,12 @@ async def keys(store: StateStore, now: float, limit: int = 100, lease_for: float
 # --- idempotency -----------------------------------------------------------------------------
 
 
-async def test_finish_is_one_transaction(store: PostgresStore, postgres_url: str) -> None:
+async def test_a_settlement_is_one_transaction(store: PostgresStore, postgres_url: str) -> None:
     await put(store, "k")
     [event] = await store.lease(now=0.0, limit=1, lease_for=30)
-    await store.claim(function="f", key="k", now=0.0, lease_until=30.0)
+    assert await store.begin_many([(event, 30.0)], now=0.0) == [NEW]
     async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as other:
-        await other.execute(  # make the ack half of finish fail
+        await other.execute(  # make the removal half of the settlement fail
             "CREATE FUNCTION no_ack() RETURNS trigger LANGUAGE plpgsql AS"
             " $$ BEGIN RAISE EXCEPTION 'no'; END $$"
         )
@@ -72,12 +71,13 @@ async def test_finish_is_one_transaction(store: PostgresStore, postgres_url: str
             "CREATE TRIGGER no_ack BEFORE DELETE ON streamfn_queue"
             " FOR EACH ROW EXECUTE FUNCTION no_ack()"
         )
-    with pytest.raises(StateError, match="finish failed") as caught:
-        await store.finish(event.id, function="f", key="k", result=b"ok", expires_at=60.0)
+    done = Settlement(now=1.0, complete=Completion(result=b"ok", expires_at=60.0))
+    with pytest.raises(StateError, match="settle failed") as caught:
+        await store.settle(event, done)
     assert not isinstance(caught.value, RetriableStateError)
     assert isinstance(caught.value.__cause__, psycopg.Error)
     assert await store.pending() == 1
-    assert await store.claim(function="f", key="k", now=1.0, lease_until=30.0) == IN_PROGRESS
+    assert await store.begin_many([(event, 30.0)], now=1.0) == [NEW]  # not completed
 
 
 # --- lifecycle -------------------------------------------------------------------------------
@@ -87,16 +87,14 @@ async def test_reopen_keeps_state_and_resets_nothing(open_store: Opener) -> None
     async with open_store() as store:
         for key in ("leased", "waiting"):
             await put(store, key, now=1.0)
-        await store.lease(now=5.0, limit=1, lease_for=100)
-        await store.claim(function="f", key="leased", now=5.0, lease_until=105.0)
+        [leased] = await store.lease(now=5.0, limit=1, lease_for=100)
+        assert await store.begin_many([(leased, 105.0)], now=5.0) == [NEW]
         await store.put_checkpoint("src", "pos", b"7")
     async with open_store() as store:  # another instance may still hold what was held
         assert await store.pending() == 2
         assert await keys(store, now=6.0, lease_for=1000) == ["waiting"]
-        assert await store.claim(function="f", key="leased", now=6.0, lease_until=60.0) == (
-            IN_PROGRESS
-        )
-        assert await keys(store, now=105.0) == ["leased"]  # the lease ran out
+        [again] = await store.lease(now=105.0, limit=10, lease_for=30)  # the lease ran out
+        assert (again.idempotency_key, again.attempts) == ("leased", 1)
         assert await store.get_checkpoints("src") == {"pos": b"7"}
 
 
@@ -154,36 +152,23 @@ async def test_instances_leasing_at_once_get_disjoint_events(open_store: Opener)
     assert sorted(got["first"] + got["second"]) == [f"k{i:03}" for i in range(n)]
 
 
-async def test_instances_claiming_one_key_at_once_get_exactly_one_new(open_store: Opener) -> None:
-    claims: list[Claim] = []
-
-    async def claim(store: PostgresStore, key: str) -> None:
-        claims.append(await store.claim(function="f", key=key, now=0.0, lease_until=30.0))
-
-    async with open_store() as first, open_store() as second:
-        for round_ in range(20):
-            claims.clear()
-            async with anyio.create_task_group() as tg:
-                for store in (first, second, first, second):
-                    tg.start_soon(claim, store, f"k{round_}")
-            assert sorted(c.state.value for c in claims) == ["in_progress"] * 3 + ["new"]
-
-
 async def test_a_crashed_instances_event_is_leased_again_after_its_lease(
     open_store: Opener,
 ) -> None:
     async with open_store() as survivor:
         async with open_store() as crashing:
             await put(crashing, "k", now=0.0)
-            [event] = await crashing.lease(now=1.0, limit=10, lease_for=70)
-            await crashing.claim(function="f", key="k", now=1.0, lease_until=71.0)
-        # It "crashed": closed without ack, finish or release, leaving its lease and claim.
+            [event] = await crashing.lease(now=1.0, limit=10, lease_for=30)
+            assert await crashing.begin_many([(event, 71.0)], now=1.0) == [NEW]
+        # It "crashed": closed without settling, leaving its lease (its claim).
         assert await keys(survivor, now=70.9) == []
         assert await survivor.next_due() == 71.0
         [again] = await survivor.lease(now=71.0, limit=10, lease_for=70)
         assert (again.id, again.request_id) == (event.id, event.request_id)
-        assert await survivor.claim(function="f", key="k", now=71.0, lease_until=141.0) == NEW
-        await survivor.finish(again.id, function="f", key="k", result=b"ok", expires_at=999.0)
+        assert await survivor.begin_many([(again, 141.0)], now=71.0) == [NEW]
+        done = Settlement(now=71.0, complete=Completion(result=b"ok", expires_at=999.0))
+        assert not await survivor.settle(event, done)  # the crashed lease is stale
+        assert await survivor.settle(again, done)
         assert await survivor.pending() == 0
 
 

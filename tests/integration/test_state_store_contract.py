@@ -1,24 +1,35 @@
 """The StateStore contract, run against every backend: SQLite and Postgres.
 
 What the engine relies on of any state store (see :mod:`streamfn.state.base`): the queue's
-FIFO leases, dedupe, lease expiry and retry; the idempotency claim transitions; finish
-completing and acking together. Backend-specific behaviour (SQLite's single owner and
+FIFO leases, dedupe, lease expiry and requeue; what ``begin_many`` makes of a key's record
+(NEW, a COMPLETED duplicate, a legacy IN_PROGRESS claim); a settlement completing and
+removing together. Backend-specific behaviour (SQLite's single owner and
 lock file, Postgres's fleet of instances) is tested in each backend's own module. Times are
 passed in, never read. Postgres is required (CI has it): without it these tests fail.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import anyio
 import anyio.lowlevel
+import psycopg
 import pytest
 
-from streamfn.state.base import Claim, ClaimState, StateStore
+from streamfn.state.base import (
+    Claim,
+    ClaimState,
+    Completion,
+    QueuedEvent,
+    Requeue,
+    Settlement,
+    StateStore,
+)
 from streamfn.state.postgres import open_postgres_store
-from streamfn.state.sqlite import open_sqlite_store
+from streamfn.state.sqlite import SqliteStore, open_sqlite_store
 
 pytestmark = pytest.mark.anyio
 
@@ -42,11 +53,74 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
             yield postgres
 
 
+LegacyClaim = Callable[[str, float], Awaitable[None]]
+
+
+@pytest.fixture
+def legacy_claim(store: StateStore, tmp_path: Path, request: pytest.FixtureRequest) -> LegacyClaim:
+    """Writes an IN_PROGRESS record of function f, as an older streamfn's ``claim`` did,
+    through a connection of its own."""
+
+    async def write(key: str, lease_until: float) -> None:
+        row = ("f", key, lease_until)
+        if isinstance(store, SqliteStore):
+            with sqlite3.connect(tmp_path / "state.db") as conn:
+                conn.execute(
+                    "INSERT INTO idempotency (function, key, state, lease_until)"
+                    " VALUES (?, ?, 'in_progress', ?)",
+                    row,
+                )
+            return
+        url = request.getfixturevalue("postgres_url")
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await conn.execute(
+                "INSERT INTO streamfn_idempotency (function, key, state, lease_until)"
+                " VALUES (%s, %s, 'in_progress', %s)",
+                row,
+            )
+
+    return write
+
+
 async def put(store: StateStore, key: str, now: float = 0.0, function: str = "f") -> bool:
     return await store.enqueue(
         function=function, payload=f"payload-{key}".encode(), request_id=f"req-{key}",
         idempotency_key=key, idempotency_ttl=60, now=now,
     )  # fmt: skip
+
+
+async def begin(store: StateStore, event: QueuedEvent, now: float) -> Claim | None:
+    [claim] = await store.begin_many([(event, now + 30)], now=now)
+    return claim
+
+
+async def requeue(
+    store: StateStore, event: QueuedEvent, visible_at: float, attempts: int, invoke_count: int
+) -> bool:
+    again = Requeue(
+        visible_at=visible_at, attempts=attempts, invoke_count=invoke_count, throttles=0
+    )
+    return await store.settle(event, Settlement(now=0.0, requeue=again))
+
+
+async def remove(store: StateStore, event: QueuedEvent) -> bool:
+    return await store.settle(event, Settlement(now=0.0))
+
+
+async def complete(store: StateStore, event: QueuedEvent, result: bytes, expires_at: float) -> bool:
+    done = Completion(result=result, expires_at=expires_at)
+    return await store.settle(event, Settlement(now=0.0, complete=done))
+
+
+async def claim_of(store: StateStore, key: str, now: float, function: str = "f") -> Claim | None:
+    """What ``begin_many`` makes of ``key`` at ``now``: queue it anew and begin it (the
+    queue must hold nothing else due then), then remove it again."""
+    assert await put(store, key, now=now, function=function)
+    [event] = await store.lease(now=now, limit=1, lease_for=30)
+    assert event.idempotency_key == key
+    claim = await begin(store, event, now)
+    assert await remove(store, event)
+    return claim
 
 
 async def keys(store: StateStore, now: float, limit: int = 100, lease_for: float = 30) -> list[str]:
@@ -70,7 +144,7 @@ async def test_enqueue_dedupes_per_function_and_key_while_queued(store: StateSto
     [event] = await store.lease(now=5.0, limit=1, lease_for=30)
     assert event.payload == b"payload-k1" and event.enqueued_at == 0.0
     assert not await put(store, "k1")  # leased is still queued
-    await store.ack(event.id)
+    assert await remove(store, event)
     assert await put(store, "k1")  # gone from the queue: idempotency records take over
 
 
@@ -103,74 +177,91 @@ async def test_next_due(store: StateStore) -> None:
     assert await store.next_due() == 42.0  # only a lease, which expires at 42
     await put(store, "b", now=50.0)
     assert await store.next_due() == 42.0
-    await store.retry_at(event.id, visible_at=45.0, attempts=1, invoke_count=1)
+    [event] = await store.lease(now=42.0, limit=1, lease_for=30)
+    assert await requeue(store, event, visible_at=45.0, attempts=1, invoke_count=1)
     assert await store.next_due() == 45.0
-    await store.ack(event.id)
+    [event] = await store.lease(now=45.0, limit=1, lease_for=30)
+    assert await remove(store, event)
     assert await store.next_due() == 50.0
 
 
-async def test_retry_at_releases_with_new_counts(store: StateStore) -> None:
+async def test_a_requeue_releases_with_new_counts(store: StateStore) -> None:
     await put(store, "k", now=0.0)
     [event] = await store.lease(now=0.0, limit=1, lease_for=30)
-    await store.retry_at(event.id, visible_at=60.0, attempts=1, invoke_count=2)
+    assert await requeue(store, event, visible_at=60.0, attempts=1, invoke_count=2)
     assert await keys(store, now=59.0) == []
     [again] = await store.lease(now=60.0, limit=1, lease_for=30)
     assert (again.id, again.request_id, again.enqueued_at) == (event.id, "req-k", 0.0)
     assert (again.attempts, again.invoke_count) == (1, 2)
-    await store.ack(again.id)
-    await store.retry_at(again.id, visible_at=0.0, attempts=3, invoke_count=3)  # gone: no-op
-    await store.ack(again.id)
+    assert await remove(store, again)
+    assert not await requeue(store, again, visible_at=0.0, attempts=3, invoke_count=3)  # gone
+    assert not await remove(store, again)
     assert await store.pending() == 0
 
 
-async def test_claim_transitions(store: StateStore) -> None:
-    claim = store.claim
-    assert await claim(function="f", key="k", now=0.0, lease_until=30.0) == NEW
-    assert await claim(function="f", key="k", now=10.0, lease_until=40.0) == IN_PROGRESS
-    assert await claim(function="g", key="k", now=10.0, lease_until=40.0) == NEW  # per function
-    # the owner crashed: its lease passed, so the next claimer owns the key
-    assert await claim(function="f", key="k", now=30.0, lease_until=60.0) == NEW
-    assert await claim(function="f", key="k", now=59.0, lease_until=90.0) == IN_PROGRESS
-    await store.finish(None, function="f", key="k", result=b"answer", expires_at=100.0)
-    completed = Claim(ClaimState.COMPLETED, b"answer")
-    assert await claim(function="f", key="k", now=99.0, lease_until=130.0) == completed
-    assert await claim(function="f", key="k", now=100.0, lease_until=130.0) == NEW  # expired
-    assert await claim(function="f", key="k", now=101.0, lease_until=130.0) == IN_PROGRESS
+async def test_a_repeated_begin_counts_its_attempt_once(store: StateStore) -> None:
+    """A begin retried after a lost connection whose transaction had committed writes the
+    same counts again, never one more (the outage retry may repeat any call)."""
+    await put(store, "k", now=0.0)
+    [event] = await store.lease(now=0.0, limit=1, lease_for=30)
+    assert await requeue(store, event, visible_at=0.0, attempts=2, invoke_count=3)
+    [event] = await store.lease(now=0.0, limit=1, lease_for=30)
+    assert await store.begin_many([(event, 40.0)], now=0.0) == [NEW]
+    assert await store.begin_many([(event, 40.0)], now=0.0) == [NEW]  # the retry
+    [again] = await store.lease(now=40.0, limit=1, lease_for=30)
+    assert (again.attempts, again.invoke_count) == (3, 4)
 
 
-async def test_release_drops_an_in_progress_claim_only(store: StateStore) -> None:
-    assert await store.claim(function="f", key="k", now=0.0, lease_until=30.0) == NEW
-    await store.release(function="f", key="k")
-    assert await store.claim(function="f", key="k", now=1.0, lease_until=30.0) == NEW
-    await store.finish(None, function="f", key="k", result=b"r", expires_at=100.0)
-    await store.release(function="f", key="k")
-    done = await store.claim(function="f", key="k", now=2.0, lease_until=30.0)
-    assert done == Claim(ClaimState.COMPLETED, b"r")
+async def test_begin_sees_a_completed_key_as_a_duplicate_until_its_ttl(
+    store: StateStore,
+) -> None:
+    assert await claim_of(store, "k", now=0.0) == NEW
+    await put(store, "k", now=0.0)
+    [event] = await store.lease(now=0.0, limit=1, lease_for=30)
+    assert await begin(store, event, now=0.0) == NEW
+    assert await complete(store, event, b"answer", expires_at=100.0)
+    assert await store.pending() == 0  # completed and removed together
+    assert await claim_of(store, "k", now=99.0) == Claim(ClaimState.COMPLETED, b"answer")
+    assert await claim_of(store, "k", now=99.0, function="g") == NEW  # per function
+    assert await claim_of(store, "k", now=100.0) == NEW  # the TTL has passed
 
 
-async def test_finish_completes_and_acks_together(store: StateStore) -> None:
+async def test_a_stale_begin_writes_nothing_and_a_stale_settle_completes_nothing(
+    store: StateStore,
+) -> None:
     await put(store, "k")
-    await put(store, "other")
-    event, _ = await store.lease(now=0.0, limit=2, lease_for=30)
-    await store.claim(function="f", key="k", now=0.0, lease_until=30.0)
-    await store.finish(event.id, function="f", key="k", result=b"ok", expires_at=60.0)
+    [old] = await store.lease(now=0.0, limit=1, lease_for=1)
+    [current] = await store.lease(now=1.0, limit=1, lease_for=30)  # old's lease ran out
+    assert await begin(store, old, now=1.0) is None
+    assert not await complete(store, old, b"late", expires_at=100.0)
     assert await store.pending() == 1
-    done = await store.claim(function="f", key="k", now=1.0, lease_until=30.0)
-    assert done == Claim(ClaimState.COMPLETED, b"ok")
+    assert await begin(store, current, now=1.0) == NEW
+    assert await remove(store, current)
+    assert await claim_of(store, "k", now=2.0) == NEW  # the stale settle completed nothing
 
 
-async def test_expire_deletes_expired_and_stale_records(store: StateStore) -> None:
+async def test_expire_deletes_expired_records(store: StateStore) -> None:
     for key, expires in [("a", 10.0), ("b", 20.0), ("c", 30.0)]:
-        await store.finish(None, function="f", key=key, result=b"", expires_at=expires)
-    await store.claim(function="f", key="live", now=0.0, lease_until=100.0)
-    await store.claim(function="f", key="stale", now=0.0, lease_until=15.0)
-    assert await store.expire(now=20.0) == 3  # a, b (expiry reached) and stale
+        await put(store, key)
+        [event] = await store.lease(now=0.0, limit=1, lease_for=30)
+        assert await complete(store, event, b"", expires_at=expires)
+    assert await store.expire(now=20.0) == 2  # a, b: expiry reached
     assert await store.expire(now=20.0) == 0
-    assert await store.claim(function="f", key="c", now=20.0, lease_until=50.0) == Claim(
-        ClaimState.COMPLETED, b""
-    )
-    assert await store.claim(function="f", key="b", now=20.0, lease_until=50.0) == NEW
-    assert await store.claim(function="f", key="live", now=20.0, lease_until=50.0) == IN_PROGRESS
+    assert await claim_of(store, "c", now=20.0) == Claim(ClaimState.COMPLETED, b"")
+    assert await claim_of(store, "b", now=20.0) == NEW
+
+
+async def test_a_legacy_in_progress_claim_holds_its_key_until_its_lease_or_expire(
+    store: StateStore, legacy_claim: LegacyClaim
+) -> None:
+    await legacy_claim("held", 50.0)
+    await legacy_claim("stale", 15.0)
+    assert await claim_of(store, "held", now=10.0) == IN_PROGRESS  # nothing counted
+    assert await claim_of(store, "stale", now=10.0) == IN_PROGRESS
+    assert await store.expire(now=20.0) == 1  # stale: its lease has passed
+    assert await claim_of(store, "held", now=49.0) == IN_PROGRESS
+    assert await claim_of(store, "held", now=50.0) == NEW  # the owner crashed or hung
+    assert await claim_of(store, "stale", now=20.0) == NEW
 
 
 async def test_lease_respects_limit_and_never_hands_out_an_event_twice(
@@ -186,11 +277,11 @@ async def test_lease_respects_limit_and_never_hands_out_an_event_twice(
     assert await store.pending() == 5
 
 
-async def test_ack_removes_only_its_event(store: StateStore) -> None:
+async def test_a_removing_settle_removes_only_its_event(store: StateStore) -> None:
     await put(store, "a")
     await put(store, "b")
     first, _ = await store.lease(now=0.0, limit=2, lease_for=30)
-    await store.ack(first.id)
+    assert await remove(store, first)
     assert await store.pending() == 1
     assert await keys(store, now=100.0) == ["b"]
 

@@ -20,6 +20,11 @@ the lowest failed offset per partition, or raises ValueError when the whole batc
 failed. On-failure destination records follow AWS's documented ``KafkaBatchInfo`` shape:
 :func:`kafka_failure_record` (one per discarded batch) and
 :func:`kafka_topic_failure_records` (one message per record, for ``kafka://TOPIC``).
+:func:`filter_view` is what filter patterns see of a record.
+
+:class:`KafkaFormat` bundles these as the connector's
+:class:`~streamfn.streams.contract.StreamFormat`; the stream core reaches them only
+through it.
 """
 
 from __future__ import annotations
@@ -30,9 +35,69 @@ from typing import Any
 
 import msgspec
 
+from streamfn.streams.contract import Failure
 from streamfn.types import InvocationResult, Outcome, StreamRecord, TimestampType, TopicPartition
 
+__all__ = [
+    "KafkaFormat",
+    "filter_view",
+    "kafka_event",
+    "kafka_failure_record",
+    "kafka_topic_failure_records",
+    "parse_batch_item_failures",
+]
+
 EVENT_SOURCE = "SelfManagedKafka"
+
+
+class KafkaFormat:
+    """Lambda's self-managed Kafka shapes for a cluster at ``bootstrap_servers`` (which
+    events and failure records name)."""
+
+    __slots__ = ("bootstrap_servers",)
+
+    def __init__(self, bootstrap_servers: str) -> None:
+        self.bootstrap_servers = bootstrap_servers
+
+    def batch_event(self, records: Sequence[StreamRecord]) -> bytes:
+        return kafka_event(records, self.bootstrap_servers)
+
+    def batch_item_failures(
+        self, payload: bytes, records: Sequence[StreamRecord]
+    ) -> dict[TopicPartition, int]:
+        return parse_batch_item_failures(payload, records)
+
+    def filter_view(self, record: StreamRecord) -> dict[str, object]:
+        return filter_view(record)
+
+    def failure_record(self, records: Sequence[StreamRecord], failure: Failure) -> dict[str, Any]:
+        # dir: stands in for S3, where AWS includes the records themselves; so does function:.
+        return kafka_failure_record(
+            records=records,
+            condition=failure.condition,
+            request_id=failure.request_id,
+            function_arn=failure.function_arn,
+            approximate_invoke_count=failure.approximate_invoke_count,
+            result=failure.result,
+            bootstrap_servers=self.bootstrap_servers,
+            now_ms=failure.now_ms,
+            include_payload=True,
+        )
+
+    def topic_failure_records(
+        self, records: Sequence[StreamRecord], failure: Failure
+    ) -> list[dict[str, Any]]:
+        """One message per record, for ``kafka://TOPIC`` (see the function of that name)."""
+        return kafka_topic_failure_records(
+            records=records,
+            condition=failure.condition,
+            request_id=failure.request_id,
+            function_arn=failure.function_arn,
+            approximate_invoke_count=failure.approximate_invoke_count,
+            result=failure.result,
+            bootstrap_servers=self.bootstrap_servers,
+            now_ms=failure.now_ms,
+        )
 
 
 class _Record(msgspec.Struct, rename="camel"):
@@ -254,3 +319,35 @@ def kafka_topic_failure_records(
         message["payload"] = msgspec.json.decode(event)
         messages.append(message)
     return messages
+
+
+def filter_view(record: StreamRecord) -> dict[str, object]:
+    """What filters see of a Kafka record, as Lambda matches it: the metadata fields by
+    name, and ``key`` / ``value`` decoded from UTF-8 JSON; one that is not JSON is left out,
+    so a pattern on it does not match (a tombstone's value is null)."""
+    view: dict[str, object] = {
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "timestamp": record.timestamp_ms,
+        "timestampType": record.timestamp_type.value,
+        "headers": [{name: memoryview(v).cast("b").tolist()} for name, v in record.headers],
+    }
+    if record.key is not None and (key := _json(record.key)) is not _NOT_JSON:
+        view["key"] = key
+    if record.value is None:
+        view["value"] = None
+    elif (value := _json(record.value)) is not _NOT_JSON:
+        view["value"] = value
+    return view
+
+
+_NOT_JSON = object()
+_decode_json = msgspec.json.Decoder().decode
+
+
+def _json(data: bytes) -> object:
+    try:
+        return _decode_json(data)
+    except ValueError:  # msgspec.DecodeError, UnicodeDecodeError
+        return _NOT_JSON

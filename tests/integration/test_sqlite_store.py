@@ -6,6 +6,7 @@ Times are passed in, never read: each test picks its own ``now``.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sqlite3
@@ -19,14 +20,20 @@ import anyio.lowlevel
 import pytest
 
 from streamfn.errors import RetriableStateError, StateError
-from streamfn.state.base import Claim, ClaimState, StateStore
+from streamfn.state.base import (
+    Claim,
+    ClaimState,
+    Completion,
+    Requeue,
+    Settlement,
+    StateStore,
+)
 from streamfn.state.sqlite import SqliteStore, open_sqlite_store
 
 pytestmark = pytest.mark.anyio
 
 REPO = Path(__file__).resolve().parents[2]
 NEW = Claim(ClaimState.NEW)
-IN_PROGRESS = Claim(ClaimState.IN_PROGRESS)
 
 
 @pytest.fixture
@@ -66,20 +73,21 @@ CHILD_ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 # --- idempotency -----------------------------------------------------------------------------
 
 
-async def test_finish_is_one_transaction(store: SqliteStore, db: Path) -> None:
+async def test_a_settlement_is_one_transaction(store: SqliteStore, db: Path) -> None:
     await put(store, "k")
     [event] = await store.lease(now=0.0, limit=1, lease_for=30)
-    await store.claim(function="f", key="k", now=0.0, lease_until=30.0)
-    with sqlite3.connect(db) as other:  # make the ack half of finish fail
+    assert await store.begin_many([(event, 30.0)], now=0.0) == [NEW]
+    with sqlite3.connect(db) as other:  # make the removal half of the settlement fail
         other.execute(
             "CREATE TRIGGER no_ack BEFORE DELETE ON queue BEGIN SELECT RAISE(ABORT, 'no'); END"
         )
-    with pytest.raises(StateError, match="finish failed") as caught:
-        await store.finish(event.id, function="f", key="k", result=b"ok", expires_at=60.0)
+    done = Settlement(now=1.0, complete=Completion(result=b"ok", expires_at=60.0))
+    with pytest.raises(StateError, match="settle failed") as caught:
+        await store.settle(event, done)
     assert not isinstance(caught.value, RetriableStateError)
     assert isinstance(caught.value.__cause__, sqlite3.Error)
     assert await store.pending() == 1
-    assert await store.claim(function="f", key="k", now=1.0, lease_until=30.0) == IN_PROGRESS
+    assert await store.begin_many([(event, 30.0)], now=1.0) == [NEW]  # not completed
 
 
 # --- lifecycle: reopen, ownership, crashes ---------------------------------------------------
@@ -91,19 +99,27 @@ async def test_reopen_keeps_state_and_resets_what_the_last_owner_held(db: Path) 
             await put(store, key, now=1.0)
         await put(store, "retry", now=2.0)
         leased = await store.lease(now=5.0, limit=4, lease_for=1000)
-        await store.retry_at(leased[-1].id, visible_at=500.0, attempts=1, invoke_count=1)
-        await store.claim(function="f", key="leased", now=5.0, lease_until=1000.0)
-        await store.claim(function="f", key="done", now=5.0, lease_until=1000.0)
-        await store.finish(leased[2].id, function="f", key="done", result=b"r", expires_at=900.0)
+        later = Requeue(visible_at=500.0, attempts=1, invoke_count=1, throttles=0)
+        assert await store.settle(leased[-1], Settlement(now=5.0, requeue=later))
+        done = Completion(result=b"r", expires_at=900.0)
+        assert await store.settle(leased[2], Settlement(now=5.0, complete=done))
         await store.put_checkpoint("src", "pos", b"7")
+    with sqlite3.connect(db) as other:  # a claim an older streamfn held when it died
+        other.execute(
+            "INSERT INTO idempotency (function, key, state, lease_until)"
+            " VALUES ('f', 'leased', 'in_progress', 1000.0)"
+        )
     async with open_sqlite_store(db) as store:
         assert await store.pending() == 3
         assert await store.next_due() == 1.0
-        assert await keys(store, now=6.0, lease_for=1e4) == ["leased", "waiting"]  # due at once
+        events = await store.lease(now=6.0, lease_for=1e4, limit=100)  # due at once
+        assert [e.idempotency_key for e in events] == ["leased", "waiting"]
+        assert await store.begin_many([(events[0], 1e4)], now=6.0) == [NEW]  # claim reset
         assert await keys(store, now=500.0) == ["retry"]
-        assert await store.claim(function="f", key="leased", now=6.0, lease_until=60.0) == NEW
-        done = await store.claim(function="f", key="done", now=6.0, lease_until=60.0)
-        assert done == Claim(ClaimState.COMPLETED, b"r")
+        await put(store, "done", now=6.0)
+        [duplicate] = await store.lease(now=6.0, limit=1, lease_for=30)
+        completed = Claim(ClaimState.COMPLETED, b"r")
+        assert await store.begin_many([(duplicate, 60.0)], now=6.0) == [completed]
         assert await store.get_checkpoints("src") == {"pos": b"7"}
 
 
@@ -148,6 +164,7 @@ async def test_a_second_process_cannot_open_an_owned_store(db: Path) -> None:
 CRASHING_OWNER = """
     import sys, time, anyio
     from pathlib import Path
+    from streamfn.state.base import Completion, Settlement
     from streamfn.state.sqlite import open_sqlite_store
 
     async def main() -> None:
@@ -156,9 +173,9 @@ CRASHING_OWNER = """
                 await store.enqueue(function="f", payload=b"p%d" % i, request_id=f"r{i}",
                                     idempotency_key=f"k{i}", idempotency_ttl=60, now=float(i))
             [first, second] = await store.lease(now=1e6, limit=2, lease_for=1e6)
-            await store.claim(function="f", key="k0", now=1e6, lease_until=2e6)
-            await store.claim(function="f", key="k1", now=1e6, lease_until=2e6)
-            await store.finish(second.id, function="f", key="k1", result=b"ok", expires_at=3e6)
+            await store.begin_many([(first, 2e6), (second, 2e6)], now=1e6)
+            done = Completion(result=b"ok", expires_at=3e6)
+            await store.settle(second, Settlement(now=1e6, complete=done))
             print("done", flush=True)
             time.sleep(60)
 
@@ -183,23 +200,49 @@ async def test_committed_writes_survive_sigkill(db: Path) -> None:
         events = await store.lease(now=1e6, limit=n, lease_for=30)
         assert [e.idempotency_key for e in events] == [f"k{i}" for i in range(n) if i != 1]
         assert all(e.payload == b"p%d" % int(e.idempotency_key[1:]) for e in events)
-        assert await store.claim(function="f", key="k0", now=1e6, lease_until=2e6) == NEW
-        done = await store.claim(function="f", key="k1", now=1e6, lease_until=2e6)
-        assert done == Claim(ClaimState.COMPLETED, b"ok")
+        assert (events[0].attempts, events[0].invoke_count) == (1, 1)  # begun, counted
+        assert await store.begin_many([(events[0], 2e6)], now=1e6) == [NEW]
+        await put(store, "k1", now=1e6)
+        [duplicate] = await store.lease(now=1e6, limit=1, lease_for=30)
+        completed = Claim(ClaimState.COMPLETED, b"ok")
+        assert await store.begin_many([(duplicate, 2e6)], now=1e6) == [completed]
 
 
-async def test_a_busy_database_raises_a_retriable_error(db: Path) -> None:
+async def test_a_busy_database_is_waited_out(db: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="streamfn.state")
+    waiting = anyio.Event()
+
+    class Seen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            waiting.set()
+
+    logging.getLogger("streamfn.state").addHandler(seen := Seen(logging.WARNING))
     async with open_sqlite_store(db, busy_timeout=0.05) as store:
         other = sqlite3.connect(db, isolation_level=None)
         try:
             other.execute("BEGIN IMMEDIATE")  # e.g. a backup holding the write lock
-            with pytest.raises(RetriableStateError, match="enqueue failed") as caught:
-                await put(store, "k")
-            assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
-            other.execute("ROLLBACK")
+            async with anyio.create_task_group() as tg:
+                done = anyio.Event()
+
+                async def enqueue() -> None:
+                    assert await put(store, "k")
+                    done.set()
+
+                tg.start_soon(enqueue)
+                with anyio.fail_after(10):
+                    await waiting.wait()  # the outage is logged ...
+                assert not done.is_set()  # ... and the call waits it out
+                other.execute("ROLLBACK")
+                with anyio.fail_after(10):
+                    await done.wait()
         finally:
             other.close()
-        assert await put(store, "k")
+            logging.getLogger("streamfn.state").removeHandler(seen)
+    outage = [r for r in caplog.records if r.name == "streamfn.state"]
+    assert [r.levelname for r in outage] == ["WARNING", "INFO"], caplog.text
+    assert "enqueue: state store" in outage[0].getMessage()
+    assert "database is locked" in outage[0].getMessage()
+    assert "is back after" in outage[1].getMessage()
 
 
 async def test_a_newer_schema_is_refused(db: Path) -> None:
