@@ -32,12 +32,12 @@ sys.path.insert(0, str(ROOT))
 from streamfn.clock import SystemClock  # noqa: E402
 from streamfn.config import parse_config  # noqa: E402
 from streamfn.events.dispatcher import Dispatcher  # noqa: E402
-from streamfn.events.intake import Intake  # noqa: E402
 from streamfn.invoke.destinations import DestinationWriter  # noqa: E402
 from streamfn.invoke.invoker import Invoker  # noqa: E402
 from streamfn.policies import dispatch_policy, invoker_policy, runtime_policy  # noqa: E402
 from streamfn.runtime.router import open_runtime  # noqa: E402
 from streamfn.services import Services  # noqa: E402
+from streamfn.state.intake import Intake  # noqa: E402
 from streamfn.state.sqlite import open_sqlite_store  # noqa: E402
 
 HANDLER = "async def handler(event, context):\n    return None\n"  # on the loop: no thread hop

@@ -38,3 +38,17 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(max(0.0, seconds))
+
+
+async def wait_for_change(changed: anyio.Event, seconds: float, clock: Clock) -> None:
+    """Wait until ``changed`` is set or ``seconds`` pass on ``clock`` (so a FakeClock
+    controls it). Cancellable."""
+    async with anyio.create_task_group() as tg:
+
+        async def timer() -> None:
+            await clock.sleep(seconds)
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(timer)
+        await changed.wait()
+        tg.cancel_scope.cancel()

@@ -24,12 +24,11 @@ from typing import cast
 
 import anyio
 
-from streamfn.clock import Clock, SystemClock
+from streamfn.clock import Clock, SystemClock, wait_for_change
 from streamfn.config import Config, SourceConfig
 from streamfn.errors import StreamfnError, stopped_by
 from streamfn.events.contract import EventSource
 from streamfn.events.dispatcher import Dispatcher
-from streamfn.events.intake import Intake, wait_for_change
 from streamfn.events.mapping import EventMapping
 from streamfn.filtering import compile_filters
 from streamfn.invoke.destinations import DestinationWriter
@@ -46,6 +45,7 @@ from streamfn.runtime.router import open_runtime
 from streamfn.services import Services
 from streamfn.state import open_state_store
 from streamfn.state.base import StateStore
+from streamfn.state.intake import Intake
 from streamfn.streams.contract import StreamSource, StreamSourceConfig
 from streamfn.streams.driver import StreamMapping, StreamMappingPolicy
 

@@ -11,10 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from streamfn.clock import Clock
-from streamfn.events.intake import Intake
 from streamfn.invoke.destinations import DestinationWriter
 from streamfn.invoke.invoker import Invoker
 from streamfn.state.base import StateStore
+from streamfn.state.intake import Intake
 
 __all__ = ["Services"]
 

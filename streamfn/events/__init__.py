@@ -3,7 +3,7 @@
 - :mod:`~streamfn.events.contract`: what an event source is given and must do;
 - :mod:`~streamfn.events.mapping`: the emit step (filter → idempotency key
   (:mod:`~streamfn.events.keys`) → enqueue with the source's checkpoint);
-- :mod:`~streamfn.events.intake`: the queue's way in (group-committed enqueues; wakes the
+- :mod:`~streamfn.state.intake`: the queue's way in (group-committed enqueues; wakes the
   dispatcher);
 - :mod:`~streamfn.events.lifecycle`: the pure state machine of one queued event, with the
   retry rules of :mod:`~streamfn.events.retry` and the destination records of

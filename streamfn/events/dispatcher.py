@@ -49,8 +49,8 @@ import msgspec
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from streamfn.clock import wait_for_change
 from streamfn.events.decisions import DecisionWriter
-from streamfn.events.intake import wait_for_change
 from streamfn.events.lifecycle import (
     Begin,
     Claimed,

@@ -5,7 +5,7 @@ source and runs the source with :meth:`EventMapping.context`. Each ``emit(event,
 checkpoint=...)`` of the source goes: filters (an event no pattern matches is finished:
 only its checkpoint is written) → idempotency key (the mapping's ``idempotency_key``
 path into the event when set and present, else the source's default) → enqueue with the
-checkpoint in one store transaction (:meth:`~streamfn.events.intake.Intake.enqueue`).
+checkpoint in one store transaction (:meth:`~streamfn.state.intake.Intake.enqueue`).
 ``emit`` returns once that transaction committed, so a source marks a file or tick as
 taken only when its event is durable. It is the async twin of the stream path's
 :class:`~streamfn.streams.driver.StreamMapping`.

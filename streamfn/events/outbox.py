@@ -20,8 +20,8 @@ import anyio
 import msgspec
 
 from streamfn.backoff import exponential
+from streamfn.clock import wait_for_change
 from streamfn.errors import DestinationError, InvalidDestinationError
-from streamfn.events.intake import wait_for_change
 from streamfn.invoke.destinations import parse_destination
 from streamfn.services import Services
 from streamfn.state.base import OutboxEntry

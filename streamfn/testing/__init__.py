@@ -20,5 +20,6 @@ from __future__ import annotations
 from streamfn.testing.clock import FakeClock
 from streamfn.testing.events import MemoryEngine, check_event_source
 from streamfn.testing.runtime import GatedRuntime
+from streamfn.testing.streams import check_stream_source
 
-__all__ = ["FakeClock", "GatedRuntime", "MemoryEngine", "check_event_source"]
+__all__ = ["FakeClock", "GatedRuntime", "MemoryEngine", "check_event_source", "check_stream_source"]

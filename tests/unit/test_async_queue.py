@@ -21,13 +21,13 @@ import pytest
 
 from streamfn.config import Config, parse_config
 from streamfn.events.dispatcher import ORPHAN_AGE, Dispatcher
-from streamfn.events.intake import Intake
 from streamfn.invoke.destinations import DestinationWriter
 from streamfn.invoke.invoker import Invoker
 from streamfn.policies import dispatch_policy, invoker_policy
 from streamfn.runtime.base import Runtime
 from streamfn.services import Services
 from streamfn.state.base import StateStore
+from streamfn.state.intake import Intake
 from streamfn.state.sqlite import open_sqlite_store
 from streamfn.testing import FakeClock, GatedRuntime
 from streamfn.types import InvocationRequest, InvocationResult, Outcome, Report

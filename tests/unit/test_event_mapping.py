@@ -8,12 +8,12 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from streamfn.events.intake import Intake
 from streamfn.events.mapping import EventMapping, EventMappingPolicy, EventMappingStatistics
 from streamfn.filtering import compile_filters
 from streamfn.invoke.destinations import DestinationWriter
 from streamfn.invoke.invoker import Invoker, InvokerPolicy
 from streamfn.services import Services
+from streamfn.state.intake import Intake
 from streamfn.state.sqlite import open_sqlite_store
 from streamfn.testing import FakeClock, GatedRuntime
 

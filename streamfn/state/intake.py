@@ -29,7 +29,7 @@ import anyio
 from streamfn.clock import Clock
 from streamfn.state.base import NewEvent, StateStore
 
-__all__ = ["Intake", "wait_for_change"]
+__all__ = ["Intake"]
 
 
 GROUP_COMMIT = 256
@@ -161,20 +161,6 @@ class Intake:
         """``enqueue`` as a :data:`~streamfn.invoke.destinations.EnqueueFn` (for the
         ``function:`` destinations of :class:`~streamfn.invoke.destinations.DestinationWriter`)."""
         return await self.enqueue(function, payload, key)
-
-
-async def wait_for_change(changed: anyio.Event, seconds: float, clock: Clock) -> None:
-    """Wait until ``changed`` is set or ``seconds`` pass on ``clock`` (so a FakeClock
-    controls it). Cancellable."""
-    async with anyio.create_task_group() as tg:
-
-        async def timer() -> None:
-            await clock.sleep(seconds)
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(timer)
-        await changed.wait()
-        tg.cancel_scope.cancel()
 
 
 def _request_id() -> str:
