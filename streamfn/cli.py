@@ -73,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
         help="start the connector's embedded services for the run; also spelled "
         '--embedded-CONNECTOR (--embedded-kafka: a broker for bootstrap_servers = "embedded")',
     )
+    run.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail the start when a handler cannot be imported (default: log it once; only"
+        " that function's invocations fail)",
+    )
     run.set_defaults(command=_run)
 
     validate = commands.add_parser("validate", help="check a config file")
@@ -128,7 +134,7 @@ def _run(args: argparse.Namespace) -> int:
                 log = logging.getLogger("streamfn")
                 sources = await stack.enter_async_context(embedded.open(sources, log))
             running = msgspec.structs.replace(config, event_sources=tuple(sources))
-            await _serve(Engine(running, registry))
+            await _serve(Engine(running, registry, strict=args.strict))
 
     anyio.run(main, backend_options={"use_uvloop": True})
     return 0
@@ -224,7 +230,10 @@ def _invoke(args: argparse.Namespace) -> int:
     async def main() -> bool:
         from streamfn.clock import SystemClock
 
-        async with open_runtime(runtime_policy(config), clock=SystemClock()) as runtime:
+        # Another function's broken handler does not stop this one; a broken one's
+        # invocation fails with Lambda's init error object (printed, exit 1).
+        policy = runtime_policy(config)
+        async with open_runtime(policy, clock=SystemClock(), strict=False) as runtime:
             request = InvocationRequest(
                 function=args.function, payload=payload, request_id=str(uuid.uuid4())
             )

@@ -16,6 +16,7 @@ destination naming one) come last. The first error wins and is raised as one Con
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -39,6 +40,27 @@ Handler = Annotated[str, Meta(min_length=1, max_length=128)]
 EnvName = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
+_SHOWN = 60
+"""Longest repr of a value echoed in an error; longer ones are cut."""
+_MESSAGE = 300
+"""Longest message of one error; longer ones are cut."""
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` cut to a readable length, for echoing a value in an error."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
+
+
+def check_path(field: str, value: str | None) -> None:
+    """For a Struct's ``__post_init__``: raise ``ValueError("`field`: ...")`` when the path
+    ``value`` contains a NUL byte (every OS call refuses one)."""
+    if value is not None and "\0" in value:
+        raise ValueError(f"`{field}`: a path may not contain a NUL byte (got {shown(value)})")
+
+
 class _Base(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     pass
 
@@ -53,6 +75,17 @@ class ServiceConfig(_Base, frozen=True):
     """On SIGINT/SIGTERM: how long in-flight invocations may take to finish."""
     region: Annotated[str, Meta(pattern=r"^[a-z0-9-]{1,32}$")] = "local"
     account: Annotated[str, Meta(pattern=r"^\d{12}$")] = "000000000000"
+
+    def __post_init__(self) -> None:
+        if not self.state_dir.strip():
+            raise ValueError("`state_dir`: must not be empty; a directory or a postgresql:// URL")
+        scheme = _SCHEME.match(self.state_dir)
+        if scheme and scheme["scheme"] not in ("postgresql", "postgres"):
+            raise ValueError(
+                f"`state_dir`: unknown scheme {shown(scheme['scheme'])}; "
+                "a directory or a postgresql:// URL"
+            )
+        check_path("state_dir", self.state_dir)
 
 
 class AsyncConfig(_Base, frozen=True):
@@ -116,12 +149,21 @@ class FunctionConfig(_Base, frozen=True):
             for level in ("application_log_level", "system_log_level"):
                 if getattr(self, level) is not None:
                     raise ValueError(f'`{level}`: only with log_format = "JSON", as on AWS')
-        for variable in self.environment:
+        for variable, value in self.environment.items():
+            if not _ENV_NAME.match(variable):
+                raise ValueError(
+                    f"`environment`: invalid variable name {shown(variable)}: letters, "
+                    "digits and '_', not starting with a digit"
+                )
+            if "\0" in value:
+                raise ValueError(f"`environment`: the value of {variable} contains a NUL byte")
             if variable in RESERVED_VARIABLES:
                 raise ValueError(
                     f"`environment.{variable}`: reserved by Lambda (the runtime sets it);"
                     " use another name"
                 )
+        check_path("code", self.code)
+        check_path("bootstrap", self.bootstrap)
         if self.bootstrap is not None and self.runtime != "provided":
             raise ValueError('`bootstrap`: only used with runtime = "provided"')
         if self.provisioned_concurrency and self.runtime == "inline":
@@ -214,17 +256,71 @@ _FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 def load_config(path: str | Path, connectors: Mapping[str, type[SourceConfig]]) -> Config:
     """Read and validate a config file. ``connectors`` maps each connector name to its
-    config Struct (see :mod:`streamfn.plugins`). Raises ConfigError."""
+    config Struct (see :mod:`streamfn.plugins`). A UTF-8 byte order mark at the start is
+    ignored. Checks that a ``state_dir`` directory could be created or written, without
+    creating anything. Raises ConfigError."""
     file = Path(path)
     try:
-        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        text = file.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ConfigError("no such file", file=str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read: {exc}", file=str(path)) from exc
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", file=str(path)) from exc
-    return parse_config(raw, connectors, path=file)
+    except RecursionError:
+        raise ConfigError(
+            f"not valid TOML: {_deepest(text)}nested too deeply", file=str(path)
+        ) from None
+    config = parse_config(raw, connectors, path=file)
+    _check_state_dir(config, file=str(path))
+    return config
+
+
+def _deepest(text: str) -> str:
+    """``line N (key): `` for the line where arrays and inline tables nest deepest."""
+    depth, best, best_line, line = 0, 0, 1, 1
+    for char in text:
+        if char == "\n":
+            line += 1
+        elif char in "[{":
+            depth += 1
+            if depth > best:
+                best, best_line = depth, line
+        elif char in "]}":
+            depth = max(0, depth - 1)
+    source = text.splitlines()[best_line - 1] if text else ""
+    key = source.partition("=")[0].strip() if "=" in source else ""
+    named = f" ({key[:_SHOWN]})" if key else ""
+    return f"line {best_line}{named}: "
+
+
+def _check_state_dir(config: Config, *, file: str) -> None:
+    """A SQLite ``state_dir`` must be a directory, or creatable: its nearest existing
+    ancestor a writable directory. Creates nothing."""
+    if config.state_url is not None:
+        return
+    where = "service.state_dir"
+    target = config.state_dir
+    if target.exists():
+        if not target.is_dir():
+            raise ConfigError(f"{target} exists and is not a directory", file=file, path=where)
+        if not os.access(target, os.W_OK | os.X_OK):
+            raise ConfigError(f"{target} is not writable", file=file, path=where)
+        return
+    ancestor = target.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(
+            f"cannot create {target}: {ancestor} is not a directory", file=file, path=where
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"cannot create {target}: {ancestor} is not writable", file=file, path=where
+        )
 
 
 def parse_config(
@@ -262,7 +358,7 @@ def _convert_source(
         raise ConfigError(f"missing `type`; one of: {_names(connectors)}", file=file, path=prefix)
     if not isinstance(kind, str) or kind not in connectors:
         raise ConfigError(
-            f"unknown connector {kind!r}; installed connectors: {_names(connectors)}",
+            f"unknown connector {shown(kind)}; installed connectors: {_names(connectors)}",
             file=file,
             path=f"{prefix}.type",
         )
@@ -285,11 +381,13 @@ _T = TypeVar("_T")
 def _convert(raw: Any, kind: type[_T], *, file: str, prefix: str) -> _T:
     try:
         return msgspec.convert(raw, kind, strict=True)
+    except RecursionError:
+        raise ConfigError("nested too deeply", file=file, path=prefix or None) from None
     except msgspec.ValidationError as exc:
         match = _ERROR_AT.match(str(exc))
         assert match is not None  # the pattern matches any string
         message, rel = match["message"], match["path"] or ""
-        parts = _split_path(rel)
+        parts = _find_keys(raw, kind, _split_path(rel))
         unknown = _UNKNOWN_FIELD.match(message)
         if unknown:
             allowed = _fields_at(kind, parts)
@@ -302,7 +400,8 @@ def _convert(raw: Any, kind: type[_T], *, file: str, prefix: str) -> _T:
             parts = [*parts, missing["field"]]
         elif message.startswith("Invalid enum value"):
             allowed = _allowed_values(kind, parts)
-            message = message[0].lower() + message[1:]
+            got = _value_at(raw, parts)
+            message = "invalid enum value" + (f" {shown(got)}" if got is not _MISSING else "")
             if allowed:
                 message += f"; allowed: {', '.join(allowed)}"
         elif named := _FIELD_CHECK.match(message):
@@ -312,22 +411,59 @@ def _convert(raw: Any, kind: type[_T], *, file: str, prefix: str) -> _T:
             message = message[0].lower() + message[1:]
             got = _value_at(raw, parts)
             if got is not _MISSING:
-                message += f" (got {got!r})"
+                message += f" (got {shown(got)})"
+        if not unknown and len(message) > _MESSAGE:  # a list of allowed fields stays whole
+            message = message[: _MESSAGE - 3] + "..."
         dotted = _join_path(prefix, parts)
         raise ConfigError(message, file=file, path=dotted or None) from None
 
 
-def _split_path(path: str) -> list[str | int]:
-    parts: list[str | int] = []
-    for name, index in re.findall(r"\.([^.\[]+)|\[(\d+)\]", path):
-        parts.append(int(index) if index else name)
+class _AnyKey:
+    """A dict key msgspec's error path leaves out (``[...]``); see :func:`_find_keys`."""
+
+
+def _split_path(path: str) -> list[str | int | _AnyKey]:
+    parts: list[str | int | _AnyKey] = []
+    for name, index, dots in re.findall(r"\.([^.\[]+)|\[(\d+)\]|\[(\.\.\.)\]", path):
+        parts.append(_AnyKey() if dots else int(index) if index else name)
     return parts
+
+
+def _find_keys(raw: Any, kind: Any, parts: list[str | int | _AnyKey]) -> list[str | int]:
+    """``parts`` with each unnamed dict key replaced by the first key whose value does
+    not convert to the declared type (msgspec names the dict, not the key)."""
+    found: list[str | int] = []
+    for part in parts:
+        if isinstance(part, _AnyKey):
+            table, value_type = _value_at(raw, found), _type_at(kind, [*found, "*"])
+            bad = None
+            if isinstance(table, dict) and value_type is not None:
+                for key, value in table.items():
+                    try:
+                        msgspec.convert(value, value_type, strict=True)
+                    except (msgspec.ValidationError, RecursionError):
+                        bad = key
+                        break
+            if bad is None:
+                return found
+            part = str(bad)
+        found.append(part)
+    return found
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def _join_path(prefix: str, parts: list[str | int]) -> str:
     out = prefix
     for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _BARE_KEY.match(part):
+            out += f".{part[:_SHOWN]}" if out else part[:_SHOWN]
+        else:  # as TOML writes the key: a quoted string
+            quoted = msgspec.json.encode(part[:_SHOWN]).decode()
+            out += f".{quoted}" if out else quoted
     return out
 
 

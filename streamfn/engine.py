@@ -64,6 +64,9 @@ class Engine:
     """Running event mappings by name; ``statistics()`` of each gives its counters."""
     streams: dict[str, StreamMapping] = field(default_factory=dict)
     """Running stream mappings by name; ``statistics()`` of each gives its counters."""
+    strict: bool = True
+    """A handler that cannot be imported stops the start (HandlerImportError); when False
+    it is logged once and only that function's invocations fail (``streamfn run``)."""
 
     def __post_init__(self) -> None:
         self._stop = anyio.Event()
@@ -138,7 +141,9 @@ class Engine:
         """The state store and runtime, opened, and the services both paths are given."""
         async with (
             open_state_store(self.config, clock=self.clock) as store,
-            open_runtime(runtime_policy(self.config), clock=self.clock) as runtime,
+            open_runtime(
+                runtime_policy(self.config), clock=self.clock, strict=self.strict
+            ) as runtime,
         ):
             self.services = self._wire(store, runtime)
             yield self.services

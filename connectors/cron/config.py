@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import msgspec
 
-from streamfn.config import SourceConfig
+from streamfn.config import SourceConfig, shown
 from streamfn.errors import InvalidScheduleError
 
 from .schedule import parse_schedule
@@ -22,6 +23,13 @@ class CronConfig(SourceConfig, tag="cron", frozen=True, kw_only=True):
     """After downtime fire the latest missed tick once; false skips missed ticks."""
 
     def __post_init__(self) -> None:
+        try:
+            if self.timezone != "UTC":
+                ZoneInfo(self.timezone)
+        except (ValueError, KeyError, OSError):
+            raise ValueError(
+                f"`timezone`: unknown time zone {shown(self.timezone)} (expected an IANA name)"
+            ) from None
         try:
             parse_schedule(self.schedule, self.timezone)
         except InvalidScheduleError as exc:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from msgspec import Meta
 
-from streamfn.config import SourceConfig
+from streamfn.config import SourceConfig, check_path
 
 
 class FiledropConfig(SourceConfig, tag="filedrop", frozen=True, kw_only=True):
@@ -22,3 +22,6 @@ class FiledropConfig(SourceConfig, tag="filedrop", frozen=True, kw_only=True):
     it is renamed into place)."""
     rescan_interval: Annotated[float, Meta(gt=0, le=86_400)] = 60.0
     """A full walk of the directory every so often, in case a notification was missed."""
+
+    def __post_init__(self) -> None:
+        check_path("path", self.path)

@@ -8,10 +8,12 @@ Names follow AWS's ``CreateEventSourceMapping`` in snake_case, durations in seco
 from __future__ import annotations
 
 import math
+import re
 from typing import Annotated, Any, Literal
 
 from msgspec import Meta
 
+from streamfn.config import check_path, shown
 from streamfn.invoke.destinations import KafkaDestination, parse_destination
 from streamfn.streams.contract import StreamSourceConfig
 
@@ -56,6 +58,10 @@ class KafkaConfig(StreamSourceConfig, tag="kafka", frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.bootstrap_servers != EMBEDDED:
+            check_servers(self.bootstrap_servers)
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            check_path(name, getattr(self, name))
         timestamp = self.starting_position_timestamp
         if self.starting_position == "AT_TIMESTAMP" and timestamp is None:
             raise ValueError("`starting_position_timestamp`: required with AT_TIMESTAMP")
@@ -135,6 +141,23 @@ class KafkaConfig(StreamSourceConfig, tag="kafka", frozen=True, kw_only=True):
             "fetch_max_wait_ms": 100,
             "rebalance_timeout_ms": rebalance_timeout_ms(revoke_timeout),
         }
+
+
+_HOST = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)$")
+
+
+def check_servers(servers: str) -> None:
+    """Raise ``ValueError("`bootstrap_servers`: ...")`` unless ``servers`` is a comma-separated
+    list of ``host:port`` (an IPv6 host in brackets), each port 1-65535."""
+    for entry in servers.split(","):
+        host, colon, port = entry.strip().rpartition(":")
+        if not colon or not _HOST.match(host) or not port.isascii() or not port.isdigit():
+            raise ValueError(
+                f"`bootstrap_servers`: expected host:port[,host:port...] or {EMBEDDED!r} "
+                f"(got {shown(entry.strip())})"
+            )
+        if not 1 <= int(port) <= 65_535:
+            raise ValueError(f"`bootstrap_servers`: port must be 1-65535 (got {shown(entry)})")
 
 
 def rebalance_timeout_ms(revoke_timeout: float) -> int:

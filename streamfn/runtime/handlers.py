@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.machinery
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -222,3 +223,20 @@ def _belongs(top: str, module: ModuleType, code_dir: Path) -> bool:
         if first == top or first.startswith(top + "."):
             return True
     return False
+
+
+def init_message(exc: HandlerImportError) -> str:
+    """The error message of ``exc`` as Lambda reports it (without the handler prefix)."""
+    return str(exc).split(f"{exc.error_type}: ", 1)[-1]
+
+
+def log_init_error(function: str, handler: str, error_type: str, message: str) -> None:
+    """Log once, at startup, that ``function``'s handler cannot be imported and the service
+    runs on without it (``streamfn run`` without ``--strict``)."""
+    logging.getLogger("streamfn.runtime").error(
+        "function %r: handler %r cannot be imported (%s: %s); its invocations fail with this error",
+        function,
+        handler,
+        error_type,
+        message,
+    )

@@ -6,6 +6,9 @@ Theory of operation:
   timing each import on the clock; a handler that cannot be imported raises
   :class:`~streamfn.errors.HandlerImportError` there, never at the first event. Each
   function is one warm execution environment: its first REPORT carries ``Init Duration``.
+- With ``strict=False`` a handler that cannot be imported does not fail the open: the
+  error is logged once (handler string, Lambda's error type) and each invocation of that
+  function ends as FUNCTION_ERROR with that error object, as AWS's failed Init does.
 - :meth:`InlineRuntime.invoke` logs START, decodes the payload (empty → ``{}``), calls the
   handler, JSON-encodes its result (``bytes`` pass through unchanged, as on AWS), and logs
   END and REPORT. Sync handlers run in a worker thread bounded by a CapacityLimiter of
@@ -51,12 +54,13 @@ import anyio
 import msgspec
 
 from streamfn.clock import Clock
+from streamfn.errors import HandlerImportError
 from streamfn.runtime import envelope
 from streamfn.runtime.base import FUNCTION_LOGGER
 from streamfn.runtime.context import LambdaContext, log_stream_name
 from streamfn.runtime.deadlines import Deadlines
 from streamfn.runtime.envelope import VERSION
-from streamfn.runtime.handlers import Handler, HandlerLoader
+from streamfn.runtime.handlers import Handler, HandlerLoader, init_message, log_init_error
 from streamfn.runtime.invocation import Ended as _Ended
 from streamfn.runtime.invocation import Fault as _Fault
 from streamfn.runtime.invocation import call as _call
@@ -64,8 +68,9 @@ from streamfn.runtime.invocation import is_async as _is_async
 from streamfn.runtime.invocation import settle as _settle
 from streamfn.runtime.invocation import unmarshal as _unmarshal
 from streamfn.runtime.lambda_logging import InlineLogs
+from streamfn.runtime.logs import fault_object
 from streamfn.runtime.policy import RuntimePolicy
-from streamfn.types import InvocationRequest, InvocationResult
+from streamfn.types import InvocationRequest, InvocationResult, Outcome
 
 
 class InlineRuntimeStatistics(msgspec.Struct, frozen=True, kw_only=True):
@@ -85,7 +90,9 @@ class InlineRuntime:
         log: logging.Logger,
         deadlines: Deadlines,
         logs: InlineLogs,
+        broken: dict[str, _Broken] | None = None,
     ) -> None:
+        self._broken = broken or {}
         self._deadlines = deadlines
         self._logs = logs
         self._policy = policy
@@ -101,6 +108,9 @@ class InlineRuntime:
         this runtime did not load (a bug in the caller)."""
         fn = self._functions.get(request.function)
         if fn is None:
+            broken = self._broken.get(request.function)
+            if broken is not None:
+                return self._init_failed(broken, request.request_id)
             raise LookupError(f"function {request.function!r} is not loaded in this runtime")
         rid = request.request_id
         init_ms, fn.init_duration_ms = fn.init_duration_ms, None
@@ -143,6 +153,23 @@ class InlineRuntime:
             timeout=fn.timeout,
             style=style,
             now=self._clock.time(),
+        )
+
+    def _init_failed(self, broken: _Broken, rid: str) -> InvocationResult:
+        error = fault_object(broken.message, broken.error_type, request_id=rid)
+        now = self._clock.time()
+        envelope.start(self._log, rid, style=broken.style, now=now)
+        return envelope.finish(
+            self._log,
+            rid,
+            _Ended(Outcome.FUNCTION_ERROR, msgspec.json.encode(error), broken.error_type, error),
+            duration_ms=0.0,
+            memory_size_mb=broken.memory_size,
+            max_memory_used_mb=_peak_rss_mb(),
+            init_duration_ms=None,
+            timeout=broken.timeout,
+            style=broken.style,
+            now=now,
         )
 
     def statistics(self) -> InlineRuntimeStatistics:
@@ -193,9 +220,14 @@ class InlineRuntime:
 
 @contextlib.asynccontextmanager
 async def open_inline_runtime(
-    policy: RuntimePolicy, *, clock: Clock, log: logging.Logger | None = None
+    policy: RuntimePolicy,
+    *,
+    clock: Clock,
+    log: logging.Logger | None = None,
+    strict: bool = True,
 ) -> AsyncIterator[InlineRuntime]:
-    """Import every function's handler, then yield the runtime. Raises HandlerImportError.
+    """Import every function's handler, then yield the runtime. Raises HandlerImportError
+    when ``strict``; otherwise logs it once and that function's invocations fail with it.
 
     Imports run on the event loop thread, one function after another (AWS's Init phase);
     on exit the imported modules are forgotten, so opening again imports afresh.
@@ -203,9 +235,18 @@ async def open_inline_runtime(
     loader = HandlerLoader()
     try:
         functions: dict[str, _Function] = {}
+        broken: dict[str, _Broken] = {}
         for name, function in policy.functions.items():
             started = clock.monotonic()
-            handler = loader.load(function.handler, function.code_dir)
+            try:
+                handler = loader.load(function.handler, function.code_dir)
+            except HandlerImportError as exc:
+                if strict:
+                    raise
+                broken[name] = _Broken.of(
+                    name, exc, function.timeout, function.memory_size, envelope.Style.of(function)
+                )
+                continue
             init_ms = (clock.monotonic() - started) * 1000
             functions[name] = _Function(
                 name=name,
@@ -224,7 +265,13 @@ async def open_inline_runtime(
             watchdog.start_soon(deadlines.run)
             with logs.installed():
                 yield InlineRuntime(
-                    policy, functions, clock=clock, log=log, deadlines=deadlines, logs=logs
+                    policy,
+                    functions,
+                    clock=clock,
+                    log=log,
+                    deadlines=deadlines,
+                    logs=logs,
+                    broken=broken,
                 )
             watchdog.cancel_scope.cancel()
     finally:
@@ -241,6 +288,31 @@ class _Function:
     log_stream_name: str
     init_duration_ms: float | None  # until the first invocation takes it
     style: envelope.Style
+
+
+@dataclass(frozen=True, slots=True)
+class _Broken:
+    """A function whose handler could not be imported: what each invocation fails with."""
+
+    name: str
+    error_type: str
+    message: str
+    timeout: int
+    memory_size: int
+    style: envelope.Style
+
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        exc: HandlerImportError,
+        timeout: int,
+        memory_size: int,
+        style: envelope.Style,
+    ) -> _Broken:
+        message = init_message(exc)
+        log_init_error(name, exc.handler, exc.error_type, message)
+        return cls(name, exc.error_type, message, timeout, memory_size, style)
 
 
 @dataclass(slots=True)

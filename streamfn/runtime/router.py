@@ -42,22 +42,28 @@ class RoutingRuntime:
 
 @contextlib.asynccontextmanager
 async def open_runtime(
-    policy: RuntimePolicy, *, clock: Clock, log: logging.Logger | None = None
+    policy: RuntimePolicy,
+    *,
+    clock: Clock,
+    log: logging.Logger | None = None,
+    strict: bool = True,
 ) -> AsyncIterator[Runtime]:
     """Open the runtimes the policy's functions need. Raises HandlerImportError (a handler
-    cannot be imported or a bootstrap fails its init)."""
+    cannot be imported or a bootstrap fails its init) when ``strict``; otherwise such a
+    function is logged once and its invocations fail with that init error (Lambda's error
+    object), while the other functions run."""
     isolated = policy.only("python", "provided")
     inline = policy.only("inline")
     routes: dict[str, Runtime] = {}
     async with contextlib.AsyncExitStack() as stack:
         if isolated.functions:
             process = await stack.enter_async_context(
-                open_process_runtime(isolated, clock=clock, log=log)
+                open_process_runtime(isolated, clock=clock, log=log, strict=strict)
             )
             routes.update(dict.fromkeys(isolated.functions, process))
         if inline.functions:
             runtime = await stack.enter_async_context(
-                open_inline_runtime(inline, clock=clock, log=log)
+                open_inline_runtime(inline, clock=clock, log=log, strict=strict)
             )
             routes.update(dict.fromkeys(inline.functions, runtime))
         yield RoutingRuntime(routes)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import wait_for
 
 HANDLERS = """
@@ -81,6 +82,28 @@ def test_invoke_exits_1_on_a_function_error(tmp_path: Path) -> None:
     assert (error["errorType"], error["errorMessage"]) == ("KeyError", "'missing'")
 
 
+@pytest.mark.parametrize("runtime", ["python", "inline"])
+def test_invoke_works_beside_a_broken_handler_and_reports_the_broken_one(
+    tmp_path: Path, runtime: str
+) -> None:
+    config = CONFIG.replace("handlers:boom", "nomodule:handler").replace(
+        'handler = "', f'runtime = "{runtime}"\nhandler = "'
+    )
+    cwd = project(tmp_path, config)
+    good = streamfn("invoke", "echo", "--payload", '{"a": 1}', cwd=cwd)
+    assert good.returncode == 0, good.stderr
+    assert json.loads(good.stdout)["event"] == {"a": 1}
+    broken = streamfn("invoke", "boom", cwd=cwd)
+    assert broken.returncode == 1, broken.stderr
+    error = json.loads(broken.stdout)
+    assert list(error) == ["errorMessage", "errorType", "requestId", "stackTrace"]
+    assert error["errorType"] == "Runtime.ImportModuleError"
+    assert error["errorMessage"] == (
+        "Unable to import module 'nomodule': No module named 'nomodule'"
+    )
+    assert error["requestId"] and error["stackTrace"] == []
+
+
 def test_invoke_rejects_bad_payloads_and_unknown_functions(tmp_path: Path) -> None:
     cwd = project(tmp_path)
     bad = streamfn("invoke", "echo", "--payload", "{nope", cwd=cwd)
@@ -104,13 +127,13 @@ def test_validate_reports_ok_and_errors(tmp_path: Path) -> None:
     )
 
 
-def test_run_reports_handler_import_errors_at_startup(tmp_path: Path) -> None:
+def test_run_strict_reports_handler_import_errors_at_startup(tmp_path: Path) -> None:
     cwd = project(tmp_path, CONFIG.replace("handlers:boom", "handlers:nothere"))
-    result = streamfn("run", cwd=cwd)
+    result = streamfn("run", "--strict", cwd=cwd)
     assert result.returncode == 1
     assert "handler 'handlers:nothere': Runtime.HandlerNotFound" in result.stderr
     missing = project(tmp_path, CONFIG.replace("handlers:boom", "nomodule:handler"))
-    result = streamfn("run", cwd=missing)
+    result = streamfn("run", "--strict", cwd=missing)
     assert result.returncode == 1
     assert "handler 'nomodule:handler': Runtime.ImportModuleError" in result.stderr
 

@@ -508,6 +508,45 @@ async def test_import_problems_are_raised_at_open(
     assert sys.path == path_before
 
 
+@pytest.mark.parametrize(("handler", "source", "error_type", "message"), IMPORT_FAILURES)
+async def test_not_strict_a_broken_handler_fails_only_its_invocations(
+    tmp_path: Path,
+    handler: str,
+    source: str,
+    error_type: str,
+    message: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    write(tmp_path, "app.py", source)
+    good = tmp_path / "good"
+    write(good, "ok.py", "def handler(event, context):\n    return 1\n")
+    config = make_config(
+        tmp_path, {"first": {"handler": "ok:handler", "code": "good"}, "fn": {"handler": handler}}
+    )
+    with caplog.at_level(logging.ERROR, logger="streamfn.runtime"):
+        async with open_inline_runtime(config, clock=FakeClock(), strict=False) as runtime:
+            ok = await runtime.invoke(
+                InvocationRequest(function="first", payload=b"{}", request_id="ok")
+            )
+            failed = [
+                await runtime.invoke(
+                    InvocationRequest(function="fn", payload=b"{}", request_id=f"r{i}")
+                )
+                for i in range(2)
+            ]
+    assert ok.outcome is Outcome.SUCCESS and body(ok) == 1
+    for i, result in enumerate(failed):
+        assert result.outcome is Outcome.FUNCTION_ERROR
+        error = json.loads(result.payload)
+        assert list(error) == ["errorMessage", "errorType", "requestId", "stackTrace"]
+        assert error["errorType"] == error_type and result.error_type == error_type
+        assert message in error["errorMessage"]
+        assert error["requestId"] == f"r{i}"
+    startup = [r.getMessage() for r in caplog.records if r.name == "streamfn.runtime"]
+    assert len(startup) == 1  # once, at open; not per invocation
+    assert f"function 'fn': handler '{handler}'" in startup[0] and error_type in startup[0]
+
+
 async def test_unknown_function_is_a_caller_bug(tmp_path: Path) -> None:
     async with runtime_for(tmp_path, "app:handler", "def handler(e, c):\n    pass\n") as rt:
         with pytest.raises(LookupError):

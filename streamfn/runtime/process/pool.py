@@ -53,6 +53,7 @@ from streamfn.errors import HandlerImportError
 from streamfn.runtime import envelope, logs
 from streamfn.runtime.base import FUNCTION_LOGGER
 from streamfn.runtime.deadlines import Deadlines
+from streamfn.runtime.handlers import log_init_error
 from streamfn.runtime.invocation import Ended
 from streamfn.runtime.policy import FunctionSpec, RuntimePolicy
 from streamfn.runtime.process.environment import (
@@ -174,9 +175,11 @@ class ProcessRuntime:
             now=self._clock.time(),
         )
 
-    async def prestart(self) -> None:
+    async def prestart(self, *, strict: bool = True) -> None:
         """Start each function's first environments (see the module docstring): all its
-        provisioned ones, else one while fewer than ``max_concurrency`` exist."""
+        provisioned ones, else one while fewer than ``max_concurrency`` exist. Raises
+        HandlerImportError for the first init that fails when ``strict``; otherwise logs
+        each failing function once (its invocations then fail their init, as on AWS)."""
         plan = [
             (p, True) for p in self._pools.values() for _ in range(p.config.provisioned_concurrency)
         ]
@@ -198,9 +201,14 @@ class ProcessRuntime:
         async with anyio.create_task_group() as tasks:
             for pool, provisioned in plan:
                 tasks.start_soon(start, pool, provisioned)
-        if failures:
+        if failures and strict:
             pool, exc = failures[0]
             raise HandlerImportError(pool.config.handler, exc.error_type, exc.message)
+        first: dict[str, tuple[_Pool, InitError]] = {}
+        for pool, exc in failures:
+            first.setdefault(pool.name, (pool, exc))
+        for pool, exc in first.values():
+            log_init_error(pool.name, pool.config.handler, exc.error_type, exc.message)
 
     async def run_watchdog(self) -> None:
         """Cancel invocations and inits at their deadlines; the owner's task."""
@@ -367,16 +375,21 @@ class ProcessRuntime:
 
 @contextlib.asynccontextmanager
 async def open_process_runtime(
-    policy: RuntimePolicy, *, clock: Clock, log: logging.Logger | None = None
+    policy: RuntimePolicy,
+    *,
+    clock: Clock,
+    log: logging.Logger | None = None,
+    strict: bool = True,
 ) -> AsyncIterator[ProcessRuntime]:
     """Start the template and each function's first environments, then yield the runtime.
-    Raises HandlerImportError (a handler or bootstrap fails its init). The policy's
+    Raises HandlerImportError (a handler or bootstrap fails its init) when ``strict``;
+    otherwise see :meth:`ProcessRuntime.prestart`. The policy's
     provisioned environments must fit in its ``max_concurrency``
     (:func:`streamfn.policies.runtime_policy` checks it)."""
     base_dir = Path(tempfile.mkdtemp(prefix="streamfn-env-"))
     try:
         with _unwrapped():
-            async with _opened(policy, clock, log, base_dir) as runtime:
+            async with _opened(policy, clock, log, base_dir, strict) as runtime:
                 yield runtime
     finally:
         await anyio.to_thread.run_sync(_remove_tree, base_dir)
@@ -384,7 +397,7 @@ async def open_process_runtime(
 
 @contextlib.asynccontextmanager
 async def _opened(
-    policy: RuntimePolicy, clock: Clock, log: logging.Logger | None, base_dir: Path
+    policy: RuntimePolicy, clock: Clock, log: logging.Logger | None, base_dir: Path, strict: bool
 ) -> AsyncIterator[ProcessRuntime]:
     templates = Templates(clock=clock, log=logging.getLogger("streamfn.runtime"))
     async with anyio.create_task_group() as supervisor:
@@ -403,7 +416,7 @@ async def _opened(
                 templates.on_death = runtime.template_died
                 try:
                     tasks.start_soon(runtime.run_watchdog)
-                    await runtime.prestart()
+                    await runtime.prestart(strict=strict)
                     tasks.start_soon(runtime.run_reaper)
                     yield runtime
                 finally:
