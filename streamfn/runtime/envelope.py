@@ -28,6 +28,8 @@ from __future__ import annotations
 import logging
 from typing import NamedTuple
 
+import msgspec
+
 from streamfn.runtime import logs
 from streamfn.runtime.invocation import Ended
 from streamfn.runtime.policy import FunctionSpec, LogFormat
@@ -135,4 +137,37 @@ def finish(
         executed_version=VERSION,
         error_type=ended.error_type,
         report=report,
+    )
+
+
+def init_failed(
+    log: logging.Logger,
+    request_id: str,
+    *,
+    message: str,
+    error_type: str,
+    memory_size_mb: int,
+    max_memory_used_mb: int,
+    init_duration_ms: float | None,
+    timeout: float,
+    style: Style = TEXT,
+    now: float = 0.0,
+) -> InvocationResult:
+    """The whole envelope of an invocation whose handler could not be initialised: START,
+    Lambda's error object (``error_type``: ``Runtime.ImportModuleError``, ...), END, REPORT;
+    the function error it is."""
+    error = logs.fault_object(message, error_type, request_id=request_id)
+    start(log, request_id, style=style, now=now)
+    payload = msgspec.json.encode(error)
+    return finish(
+        log,
+        request_id,
+        Ended(Outcome.FUNCTION_ERROR, payload, error_type, error),
+        duration_ms=0.0,
+        memory_size_mb=memory_size_mb,
+        max_memory_used_mb=max_memory_used_mb,
+        init_duration_ms=init_duration_ms,
+        timeout=timeout,
+        style=style,
+        now=now,
     )

@@ -68,9 +68,8 @@ from streamfn.runtime.invocation import is_async as _is_async
 from streamfn.runtime.invocation import settle as _settle
 from streamfn.runtime.invocation import unmarshal as _unmarshal
 from streamfn.runtime.lambda_logging import InlineLogs
-from streamfn.runtime.logs import fault_object
 from streamfn.runtime.policy import RuntimePolicy
-from streamfn.types import InvocationRequest, InvocationResult, Outcome
+from streamfn.types import InvocationRequest, InvocationResult
 
 
 class InlineRuntimeStatistics(msgspec.Struct, frozen=True, kw_only=True):
@@ -156,20 +155,17 @@ class InlineRuntime:
         )
 
     def _init_failed(self, broken: _Broken, rid: str) -> InvocationResult:
-        error = fault_object(broken.message, broken.error_type, request_id=rid)
-        now = self._clock.time()
-        envelope.start(self._log, rid, style=broken.style, now=now)
-        return envelope.finish(
+        return envelope.init_failed(
             self._log,
             rid,
-            _Ended(Outcome.FUNCTION_ERROR, msgspec.json.encode(error), broken.error_type, error),
-            duration_ms=0.0,
+            message=broken.message,
+            error_type=broken.error_type,
             memory_size_mb=broken.memory_size,
             max_memory_used_mb=_peak_rss_mb(),
             init_duration_ms=None,
             timeout=broken.timeout,
             style=broken.style,
-            now=now,
+            now=self._clock.time(),
         )
 
     def statistics(self) -> InlineRuntimeStatistics:

@@ -50,7 +50,7 @@ import msgspec
 
 from streamfn.clock import Clock
 from streamfn.errors import HandlerImportError
-from streamfn.runtime import envelope, logs
+from streamfn.runtime import envelope
 from streamfn.runtime.base import FUNCTION_LOGGER
 from streamfn.runtime.deadlines import Deadlines
 from streamfn.runtime.handlers import log_init_error
@@ -66,7 +66,7 @@ from streamfn.runtime.process.forkserver import ForkServer, TemplateError, Templ
 from streamfn.runtime.process.launch import Launch, launch
 from streamfn.runtime.process.protocol import Invoke
 from streamfn.runtime.tracing import trace_header
-from streamfn.types import InvocationRequest, InvocationResult, Outcome
+from streamfn.types import InvocationRequest, InvocationResult
 
 INIT_LIMIT = 10.0
 
@@ -355,21 +355,17 @@ class ProcessRuntime:
             self._discard(env)
 
     def _init_failed(self, pool: _Pool, rid: str, exc: InitError, began: float) -> InvocationResult:
-        init_ms = (self._clock.monotonic() - began) * 1000
-        error = logs.fault_object(exc.message, exc.error_type, request_id=rid)
-        now = self._clock.time()
-        envelope.start(self._log, rid, style=pool.style, now=now)
-        return envelope.finish(
+        return envelope.init_failed(
             self._log,
             rid,
-            Ended(Outcome.FUNCTION_ERROR, msgspec.json.encode(error), exc.error_type, error),
-            duration_ms=0.0,
+            message=exc.message,
+            error_type=exc.error_type,
             memory_size_mb=pool.config.memory_size,
             max_memory_used_mb=0,
-            init_duration_ms=init_ms,
+            init_duration_ms=(self._clock.monotonic() - began) * 1000,
             timeout=pool.config.timeout,
             style=pool.style,
-            now=now,
+            now=self._clock.time(),
         )
 
 
