@@ -17,7 +17,7 @@ destinations still reach the durable queue, and run after the next start.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import cast
@@ -95,7 +95,7 @@ class Engine:
             async with anyio.create_task_group() as streams:
                 with anyio.CancelScope() as intake:
                     async with anyio.create_task_group() as sources:
-                        for name, source in self._source_names().items():
+                        for name, source in self.config.enabled_sources().items():
                             if isinstance(source, StreamSourceConfig):
                                 mapping = self._stream_mapping(name, source, services)
                                 streams.start_soon(self._run_stream, name, mapping)
@@ -161,10 +161,6 @@ class Engine:
             account=self.config.service.account,
         )
 
-    def _source_names(self) -> Mapping[str, SourceConfig]:
-        # The loader refused configs where two enabled sources would share a name.
-        return self.config.enabled_sources()
-
     async def _run_source(self, name: str, config: SourceConfig, services: Services) -> None:
         connector = self.registry.connector(config.type_name())
         source = cast(EventSource, connector.create(config))  # its kind is "event"
@@ -200,10 +196,10 @@ class Engine:
             invoke=services.invoker.invoke,
             destinations=services.destinations,
             function_arn=function_arn(
-                config.function, region=service.region, account=service.account
+                config.function, region=services.region, account=services.account
             ),
-            clock=self.clock,
-            log=logging.getLogger(f"streamfn.source.{name}"),
+            clock=services.clock,
+            log=services.log_for(f"source.{name}"),
         )
         self.streams[name] = mapping
         return mapping
